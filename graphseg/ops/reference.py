@@ -1,0 +1,73 @@
+"""Pure-PyTorch reference implementations of the two window primitives.
+
+Each is a loop over the K offsets with shifted slices, differentiable through autograd. They are
+the ground truth that the compiled kernels of ``graphseg_ext`` are tested against, and the path
+used whenever the extension is absent or switched off.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["local_affinity", "window_aggregate", "window_aggregate_transpose", "valid_box"]
+
+
+def valid_box(dy: int, dx: int, height: int, width: int) -> tuple[int, int, int, int]:
+    """Rows ``[y0, y1)`` and columns ``[x0, x1)`` of the pixels p whose neighbour p + (dy, dx)
+    lies inside a ``height × width`` image (the ``drop`` border rule). Empty when y1 <= y0."""
+    return max(0, -dy), min(height, height - dy), max(0, -dx), min(width, width - dx)
+
+
+def _pair(kind: str, a: Tensor, b: Tensor) -> Tensor:
+    if kind == "l1":
+        return (a - b).abs().sum(1)
+    if kind == "l2":
+        return (a - b).square().sum(1)
+    return (a * b).sum(1)
+
+
+def local_affinity(features: Tensor, offsets: Tensor, kind: str) -> Tensor:
+    """``out[b, k, y, x] = pair(features[b, :, y, x], features[b, :, y + dy_k, x + dx_k])``; 0 where
+    the neighbour leaves the image."""
+    batch, _, height, width = features.shape
+    out = features.new_zeros(batch, offsets.shape[0], height, width)
+    for k, (dy, dx) in enumerate(offsets.tolist()):
+        y0, y1, x0, x1 = valid_box(dy, dx, height, width)
+        if y1 <= y0 or x1 <= x0:
+            continue
+        a = features[:, :, y0:y1, x0:x1]
+        b = features[:, :, y0 + dy : y1 + dy, x0 + dx : x1 + dx]
+        out[:, k, y0:y1, x0:x1] = _pair(kind, a, b)
+    return out
+
+
+def window_aggregate(weight: Tensor, values: Tensor, offsets: Tensor) -> Tensor:
+    """``out[b, :, p] = Σ_k weight[b, k, p] · values[b, :, p + o_k]`` over in-image neighbours."""
+    batch, channels, height, width = values.shape
+    out = values.new_zeros(batch, channels, height, width)
+    for k, (dy, dx) in enumerate(offsets.tolist()):
+        y0, y1, x0, x1 = valid_box(dy, dx, height, width)
+        if y1 <= y0 or x1 <= x0:
+            continue
+        out[:, :, y0:y1, x0:x1] += (
+            weight[:, k : k + 1, y0:y1, x0:x1] * values[:, :, y0 + dy : y1 + dy, x0 + dx : x1 + dx]
+        )
+    return out
+
+
+def window_aggregate_transpose(weight: Tensor, values: Tensor, offsets: Tensor) -> Tensor:
+    """The adjoint of :func:`window_aggregate` in ``values``:
+    ``out[b, :, q] = Σ_k weight[b, k, q − o_k] · values[b, :, q − o_k]``.
+
+    With ``values`` all ones it gives the column sums (in-degrees) of the graph."""
+    batch, channels, height, width = values.shape
+    out = values.new_zeros(batch, channels, height, width)
+    for k, (dy, dx) in enumerate(offsets.tolist()):
+        y0, y1, x0, x1 = valid_box(dy, dx, height, width)
+        if y1 <= y0 or x1 <= x0:
+            continue
+        out[:, :, y0 + dy : y1 + dy, x0 + dx : x1 + dx] += (
+            weight[:, k : k + 1, y0:y1, x0:x1] * values[:, :, y0:y1, x0:x1]
+        )
+    return out
