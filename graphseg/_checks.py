@@ -22,7 +22,9 @@ def check_finite(name: str, tensor: Tensor) -> None:
         raise ValueError(f"{name} contains NaN or Inf values")
 
 
-def check_tensor4d(name: str, tensor, *, what: str = "(B, C, H, W)", floating: bool = True) -> Tensor:
+def check_tensor4d(
+    name: str, tensor, *, what: str = "(B, C, H, W)", floating: bool = True
+) -> Tensor:
     """A 4-D tensor, floating point when asked, finite, with a non-empty image plane."""
     if not isinstance(tensor, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape {what}, got {_describe(tensor)}")

@@ -7,10 +7,15 @@ used whenever the extension is absent or switched off.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
-__all__ = ["local_affinity", "window_aggregate", "window_aggregate_transpose", "valid_box"]
+__all__ = [
+    "gather_neighbours",
+    "local_affinity",
+    "valid_box",
+    "window_aggregate",
+    "window_aggregate_transpose",
+]
 
 
 def valid_box(dy: int, dx: int, height: int, width: int) -> tuple[int, int, int, int]:
@@ -50,8 +55,9 @@ def window_aggregate(weight: Tensor, values: Tensor, offsets: Tensor) -> Tensor:
         y0, y1, x0, x1 = valid_box(dy, dx, height, width)
         if y1 <= y0 or x1 <= x0:
             continue
-        out[:, :, y0:y1, x0:x1] += (
-            weight[:, k : k + 1, y0:y1, x0:x1] * values[:, :, y0 + dy : y1 + dy, x0 + dx : x1 + dx]
+        # addcmul_ writes in place: no K temporaries of the output's size
+        out[:, :, y0:y1, x0:x1].addcmul_(
+            weight[:, k : k + 1, y0:y1, x0:x1], values[:, :, y0 + dy : y1 + dy, x0 + dx : x1 + dx]
         )
     return out
 
@@ -67,7 +73,19 @@ def window_aggregate_transpose(weight: Tensor, values: Tensor, offsets: Tensor) 
         y0, y1, x0, x1 = valid_box(dy, dx, height, width)
         if y1 <= y0 or x1 <= x0:
             continue
-        out[:, :, y0 + dy : y1 + dy, x0 + dx : x1 + dx] += (
-            weight[:, k : k + 1, y0:y1, x0:x1] * values[:, :, y0:y1, x0:x1]
+        out[:, :, y0 + dy : y1 + dy, x0 + dx : x1 + dx].addcmul_(
+            weight[:, k : k + 1, y0:y1, x0:x1], values[:, :, y0:y1, x0:x1]
         )
+    return out
+
+
+def gather_neighbours(values: Tensor, offsets: Tensor) -> Tensor:
+    """``out[b, k, p] = values[b, p + o_k]`` for a ``(B, H, W)`` map; 0 outside the image."""
+    batch, height, width = values.shape
+    out = values.new_zeros(batch, offsets.shape[0], height, width)
+    for k, (dy, dx) in enumerate(offsets.tolist()):
+        y0, y1, x0, x1 = valid_box(dy, dx, height, width)
+        if y1 <= y0 or x1 <= x0:
+            continue
+        out[:, k, y0:y1, x0:x1] = values[:, y0 + dy : y1 + dy, x0 + dx : x1 + dx]
     return out

@@ -152,6 +152,6 @@ def window_aggregate(weight: Tensor, values: Tensor, offsets: Tensor) -> Tensor:
 
 
 def window_aggregate_transpose(weight: Tensor, values: Tensor, offsets: Tensor) -> Tensor:
-    """The adjoint of :func:`window_aggregate` in ``values`` (``Aᵀ v``); internal, inputs trusted."""
+    """The adjoint of :func:`window_aggregate` in ``values`` (``Aᵀ v``); inputs are trusted."""
     return reference.window_aggregate_transpose(weight, values, offsets.cpu())
 

@@ -1,0 +1,5 @@
+import sys
+
+from graphseg.cli import main
+
+sys.exit(main())

@@ -1,0 +1,40 @@
+import subprocess
+import sys
+
+import pytest
+
+from graphseg._io import atomic_path
+from graphseg.cli import main
+
+
+def test_demo_writes_figure(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "nodes 262,144" in out and "edges 20,793,680" in out
+    figure = tmp_path / "pixel_graph.png"
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["pixel_graph.png"]
+
+
+def test_demo_bad_radius_is_reported(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--radius", "0"]) == 2
+    assert "radius must be > 0" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_module_entry_point_help():
+    result = subprocess.run([sys.executable, "-m", "graphseg", "demo", "--help"],
+                            capture_output=True, text=True, check=True)
+    assert "--out" in result.stdout
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "result.png"
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_bytes(b"partial")
+        raise RuntimeError("writer failed")
+    assert not list(tmp_path.iterdir())
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"complete")
+    assert target.read_bytes() == b"complete"
+    assert [p.name for p in tmp_path.iterdir()] == ["result.png"]
