@@ -129,3 +129,139 @@ def same_batch(name_a: str, a: Tensor, name_b: str, b: Tensor) -> None:
     if a.device != b.device:
         raise ValueError(f"{name_a} and {name_b} must be on the same device, got {a.device} "
                          f"and {b.device}")
+
+
+def as_label_batch(labels, name: str = "labels", *, what: str = "(B, H, W)") -> Tensor:
+    """An integer map as a ``(B, H, W)`` int64 tensor; a single ``(H, W)`` map (tensor or numpy
+    array) gets a batch dimension."""
+    if isinstance(labels, np.ndarray):
+        if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == np.bool_):
+            raise TypeError(f"{name} must be an integer map of shape {what}, "
+                            f"got {_describe(labels)}")
+        labels = torch.from_numpy(np.ascontiguousarray(labels))
+    if not isinstance(labels, Tensor):
+        raise TypeError(f"{name} must be an integer torch.Tensor or numpy array of shape {what}, "
+                        f"got {_describe(labels)}")
+    if labels.is_floating_point() or labels.is_complex():
+        raise TypeError(f"{name} must be an integer tensor of shape {what}, "
+                        f"got dtype {labels.dtype}")
+    if labels.dim() == 2:
+        labels = labels.unsqueeze(0)
+    if labels.dim() != 3:
+        raise ValueError(f"{name} must have shape {what} or (H, W), "
+                         f"got shape {tuple(labels.shape)}")
+    if labels.shape[1] == 0 or labels.shape[2] == 0:
+        raise ValueError(f"{name} is empty: height and width must be positive, "
+                         f"got shape {tuple(labels.shape)}")
+    return labels.to(torch.int64)
+
+
+def check_seed_values(name: str, seeds: Tensor, num_classes: int | None,
+                      ignore_index: int = 255) -> None:
+    """Seed values are class ids in [0, num_classes) or ``ignore_index`` (unknown)."""
+    known = seeds[seeds != ignore_index]
+    if known.numel() == 0:
+        return
+    low, high = int(known.min()), int(known.max())
+    if low < 0 or (num_classes is not None and high >= num_classes):
+        bound = f"[0, {num_classes})" if num_classes is not None else ">= 0"
+        bad = low if low < 0 else high
+        raise ValueError(f"{name} must hold class ids in {bound} or {ignore_index} (unknown), "
+                         f"got the value {bad}")
+
+
+def same_size(name_a: str, a: Tensor, name_b: str, b: Tensor, *, dims: int = 3) -> None:
+    """The last ``dims`` dimensions (batch and image size for label maps) agree."""
+    if tuple(a.shape[-dims:]) != tuple(b.shape[-dims:]) or a.dim() < dims or b.dim() < dims:
+        raise ValueError(f"{name_a} and {name_b} must have the same batch and image size, got "
+                         f"shapes {tuple(a.shape)} and {tuple(b.shape)}")
+
+
+def _as_int(name: str, value) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be a whole number, got {value!r}")
+    return int(value)
+
+
+def check_class(name: str, cls, num_classes: int | None, *, lowest: int) -> int:
+    cls = _as_int(name, cls)
+    if cls < lowest or (num_classes is not None and cls >= num_classes):
+        upper = f" and < num_classes={num_classes}" if num_classes is not None else ""
+        kind = "a foreground class id" if lowest == 1 else "a class id"
+        raise ValueError(f"{name} must be {kind} >= {lowest}{upper}, got {cls}")
+    return cls
+
+
+def _per_image(name: str, items, batch: int, kind: str) -> list:
+    """One list per image; a flat list of dicts is accepted for a batch of one."""
+    if not isinstance(items, (list, tuple)):
+        raise TypeError(f"{name} must be a list with one list of {kind} per image, "
+                        f"got {type(items).__name__}")
+    if batch == 1 and (len(items) == 0 or isinstance(items[0], dict)):
+        items = [items]
+    if len(items) != batch:
+        raise ValueError(f"{name} must hold one list of {kind} per image ({batch} images), "
+                         f"got {len(items)} lists")
+    for b, entries in enumerate(items):
+        if not isinstance(entries, (list, tuple)):
+            raise TypeError(f"{name}[{b}] must be a list of {kind}, got {type(entries).__name__}")
+    return [list(entries) for entries in items]
+
+
+def check_boxes(boxes, batch: int, height: int, width: int, *, name: str = "boxes",
+                num_classes: int | None = None) -> list[list[tuple[int, int, int, int, int]]]:
+    """Boxes ``{"cls": c, "box": [x0, y0, x1, y1]}`` (inclusive pixel bounds, c >= 1) per image.
+
+    Returns, per image, tuples ``(cls, x0, y0, x1, y1)``."""
+    checked = []
+    for b, entries in enumerate(_per_image(name, boxes, batch, "box dicts")):
+        image_boxes = []
+        for i, entry in enumerate(entries):
+            where = f"{name}[{b}][{i}]"
+            if not isinstance(entry, dict) or "cls" not in entry or "box" not in entry:
+                raise TypeError(f"{where} must be a dict {{'cls': c, 'box': [x0, y0, x1, y1]}}, "
+                                f"got {entry!r}")
+            cls = check_class(f"{where}['cls']", entry["cls"], num_classes, lowest=1)
+            box = entry["box"]
+            if isinstance(box, (Tensor, np.ndarray)):
+                box = box.tolist()
+            if not isinstance(box, (list, tuple)) or len(box) != 4:
+                raise ValueError(f"{where}['box'] must be [x0, y0, x1, y1], got {box!r}")
+            x0, y0, x1, y1 = (_as_int(f"{where}['box']", v) for v in box)
+            if x1 < x0 or y1 < y0:
+                raise ValueError(f"{where}['box'] is empty: expected x0 <= x1 and y0 <= y1 "
+                                 f"(inclusive bounds), got {[x0, y0, x1, y1]}")
+            if x0 < 0 or y0 < 0 or x1 >= width or y1 >= height:
+                raise ValueError(f"{where}['box'] lies outside the {height}x{width} (HxW) image: "
+                                 f"expected 0 <= x0 <= x1 <= {width - 1} and "
+                                 f"0 <= y0 <= y1 <= {height - 1}, got {[x0, y0, x1, y1]}")
+            image_boxes.append((cls, x0, y0, x1, y1))
+        checked.append(image_boxes)
+    return checked
+
+
+def check_points(points, batch: int, height: int, width: int, *, name: str = "points",
+                 num_classes: int | None = None) -> list[list[tuple[float, float, int]]]:
+    """Points ``{"x": x, "y": y, "cls": c}`` (pixel coordinates, c >= 0) per image.
+
+    Returns, per image, tuples ``(x, y, cls)``."""
+    checked = []
+    for b, entries in enumerate(_per_image(name, points, batch, "point dicts")):
+        image_points = []
+        for i, entry in enumerate(entries):
+            where = f"{name}[{b}][{i}]"
+            if not isinstance(entry, dict) or not {"x", "y", "cls"} <= entry.keys():
+                raise TypeError(f"{where} must be a dict {{'x': x, 'y': y, 'cls': c}}, "
+                                f"got {entry!r}")
+            cls = check_class(f"{where}['cls']", entry["cls"], num_classes, lowest=0)
+            x, y = entry["x"], entry["y"]
+            if not all(isinstance(v, (int, float, np.integer, np.floating))
+                       and not isinstance(v, bool) for v in (x, y)):
+                raise TypeError(f"{where} coordinates must be numbers, got x={x!r}, y={y!r}")
+            if not (-0.5 <= x < width - 0.5 and -0.5 <= y < height - 0.5):
+                raise ValueError(f"{where} lies outside the {height}x{width} (HxW) image: "
+                                 f"expected -0.5 <= x < {width - 0.5} and "
+                                 f"-0.5 <= y < {height - 0.5}, got x={x}, y={y}")
+            image_points.append((float(x), float(y), cls))
+        checked.append(image_points)
+    return checked

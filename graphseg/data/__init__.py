@@ -1,0 +1,19 @@
+"""Segmentation data sets with weak labels (tags, boxes, points) as torch Datasets."""
+
+from graphseg.data.datasets import (
+    IMAGE_SUFFIXES,
+    VOC_CLASSES,
+    WEAK_KINDS,
+    SegmentationFolder,
+    VOCSegmentation,
+    collate_samples,
+)
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "VOC_CLASSES",
+    "WEAK_KINDS",
+    "SegmentationFolder",
+    "VOCSegmentation",
+    "collate_samples",
+]

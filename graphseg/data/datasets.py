@@ -1,0 +1,297 @@
+"""Readers of segmentation data sets with weak labels, as torch Datasets.
+
+A sample is a dict: ``name``, ``image`` ``(3, H, W)`` float32 in [0, 1], ``mask`` ``(H, W)``
+int64 (255 = void; left out with ``with_mask=False``) and one entry per weak-label kind asked
+for in ``weak`` — nothing else. A reader keeps only the asked kinds in memory, so a run with
+``weak="points"`` cannot see boxes or tags.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from graphseg import _checks
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "VOC_CLASSES",
+    "WEAK_KINDS",
+    "SegmentationFolder",
+    "VOCSegmentation",
+    "collate_samples",
+]
+
+WEAK_KINDS = ("tags", "boxes", "points")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
+    "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor",
+)
+
+
+def _weak_kinds(weak) -> tuple[str, ...]:
+    if weak is None:
+        return ()
+    kinds = (weak,) if isinstance(weak, str) else tuple(weak)
+    for kind in kinds:
+        _checks.check_choice("weak", kind, WEAK_KINDS)
+    if len(set(kinds)) != len(kinds):
+        raise ValueError(f"weak must not repeat a kind, got {list(kinds)}")
+    return kinds
+
+
+def _read_image(path: Path) -> Tensor:
+    from PIL import Image
+
+    with Image.open(path) as handle:
+        array = np.asarray(handle.convert("RGB"))
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0
+
+
+def _read_mask(path: Path, size: tuple[int, int]) -> Tensor:
+    from PIL import Image
+
+    with Image.open(path) as handle:
+        if handle.mode not in ("P", "L"):
+            raise ValueError(f"mask {path} must be a palette (P) or grey (L) PNG of class ids, "
+                             f"got mode {handle.mode}")
+        array = np.asarray(handle)
+    if array.shape != size:
+        raise ValueError(f"mask {path} has size {array.shape[0]}x{array.shape[1]} but its "
+                         f"image has size {size[0]}x{size[1]} (HxW)")
+    return torch.from_numpy(array.astype(np.int64))
+
+
+class _WeakLabelDataset(Dataset):
+    """Shared sample assembly; subclasses give the paths and the weak labels."""
+
+    num_classes: int
+
+    def __init__(self, names: list[str], weak, with_mask: bool) -> None:
+        self.names = names
+        self.weak = _weak_kinds(weak)
+        self.with_mask = bool(with_mask)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def _image_path(self, name: str) -> Path:
+        raise NotImplementedError
+
+    def _mask_path(self, name: str) -> Path:
+        raise NotImplementedError
+
+    def _weak_labels(self, name: str, height: int, width: int) -> dict:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> dict:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} images")
+        name = self.names[index]
+        image = _read_image(self._image_path(name))
+        height, width = image.shape[1:]
+        sample = {"name": name, "image": image}
+        if self.with_mask:
+            sample["mask"] = _read_mask(self._mask_path(name), (height, width))
+        sample.update(self._weak_labels(name, height, width))
+        return sample
+
+    def _checked(self, name: str, labels: dict, height: int, width: int) -> dict:
+        """Validates boxes and points against the image size and the class count."""
+        if "boxes" in labels:
+            _checks.check_boxes(labels["boxes"], 1, height, width, name=f"{name} boxes",
+                                num_classes=self.num_classes)
+        if "points" in labels:
+            _checks.check_points(labels["points"], 1, height, width, name=f"{name} points",
+                                 num_classes=self.num_classes)
+        if "tags" in labels:
+            for cls in labels["tags"]:
+                _checks.check_class(f"{name} tags", cls, self.num_classes, lowest=1)
+        return labels
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(images={len(self)}, classes={self.num_classes}, "
+                f"weak={list(self.weak)}, with_mask={self.with_mask})")
+
+
+class SegmentationFolder(_WeakLabelDataset):
+    """Reader of the shared evaluation layout::
+
+        ROOT/images/NAME.png|jpg   RGB image
+        ROOT/masks/NAME.png        uint8 class ids, 255 = void
+        ROOT/annotations.json      {"num_classes": N, "images": {NAME: {"classes": [...],
+                                    "boxes": [{"cls", "box"}], "points": [{"x", "y", "cls"}]}}}
+
+    Weak kinds: ``"tags"`` (the ``classes`` list, foreground ids), ``"boxes"`` (inclusive
+    [x0, y0, x1, y1]) and ``"points"`` (pixel coordinates, class 0 = background).
+
+    Args:
+        root: the set's folder, e.g. ``shared/data/grabcut``.
+        weak: one kind, a list of kinds, or None for no weak labels.
+        with_mask: include the ground-truth mask (evaluation); False keeps it unread.
+        names: restrict to these images, in this order (default: all, sorted).
+
+    Example:
+        >>> points = SegmentationFolder("shared/data/voc14", weak="points")  # doctest: +SKIP
+        >>> sorted(points[0])  # doctest: +SKIP
+        ['image', 'mask', 'name', 'points']
+    """
+
+    _KEYS = {"tags": "classes", "boxes": "boxes", "points": "points"}
+
+    def __init__(self, root: str | os.PathLike, *, weak=None, with_mask: bool = True,
+                 names: Sequence[str] | None = None) -> None:
+        self.root = Path(root)
+        annotation_file = self.root / "annotations.json"
+        if not annotation_file.is_file():
+            raise FileNotFoundError(f"root must hold annotations.json, images/ and masks/; "
+                                    f"{annotation_file} does not exist")
+        with open(annotation_file) as handle:
+            annotations = json.load(handle)
+        if "images" not in annotations or "num_classes" not in annotations:
+            raise ValueError(f"{annotation_file} must have 'num_classes' and 'images' keys, "
+                             f"got {sorted(annotations)}")
+        self.num_classes = int(annotations["num_classes"])
+        entries = annotations["images"]
+        available = sorted(entries) if names is None else list(names)
+        unknown = [n for n in available if n not in entries]
+        if unknown:
+            raise ValueError(f"names must be images of {annotation_file}, got unknown "
+                             f"{unknown[:5]}")
+        super().__init__(available, weak, with_mask)
+        for kind in self.weak:
+            if not any(self._KEYS[kind] in entries[n] for n in available):
+                raise ValueError(f"weak={kind!r} but no image of {annotation_file} has "
+                                 f"{self._KEYS[kind]!r} labels")
+        # only the asked kinds are kept: later code cannot reach the others
+        self._labels = {n: {kind: copy.deepcopy(entries[n].get(self._KEYS[kind], []))
+                            for kind in self.weak} for n in available}
+        self._files = {}
+        image_dir = self.root / "images"
+        if not image_dir.is_dir():
+            raise FileNotFoundError(f"{image_dir} does not exist")
+        for path in image_dir.iterdir():
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                self._files[path.stem] = path
+        missing = [n for n in available if n not in self._files]
+        if missing:
+            raise FileNotFoundError(f"{image_dir} lacks the images {missing[:5]} listed in "
+                                    f"{annotation_file}")
+
+    def _image_path(self, name: str) -> Path:
+        return self._files[name]
+
+    def _mask_path(self, name: str) -> Path:
+        return self.root / "masks" / f"{name}.png"
+
+    def _weak_labels(self, name: str, height: int, width: int) -> dict:
+        labels = copy.deepcopy(self._labels[name])
+        return self._checked(name, labels, height, width)
+
+
+class VOCSegmentation(_WeakLabelDataset):
+    """Reader of the PASCAL VOC layout::
+
+        ROOT/JPEGImages/NAME.jpg
+        ROOT/SegmentationClass/NAME.png        palette PNG, 255 = void
+        ROOT/Annotations/NAME.xml              objects: name, bndbox (1-based, inclusive)
+        ROOT/ImageSets/Segmentation/SPLIT.txt  one name per line
+
+    Weak kinds: ``"tags"`` (the distinct object classes of the XML) and ``"boxes"`` (converted
+    to 0-based inclusive [x0, y0, x1, y1]). VOC has no point labels.
+
+    Args:
+        root: the VOC2012 folder (or a VOCdevkit holding VOC2012).
+        split: the ImageSets/Segmentation list to read (``train``, ``val``, ``trainval``...).
+        weak: ``"tags"``, ``"boxes"``, both, or None.
+        with_mask: include SegmentationClass masks.
+        skip_difficult: drop objects flagged difficult from tags and boxes.
+    """
+
+    num_classes = len(VOC_CLASSES)
+
+    def __init__(self, root: str | os.PathLike, *, split: str = "train", weak=None,
+                 with_mask: bool = True, skip_difficult: bool = False) -> None:
+        root = Path(root)
+        if not (root / "JPEGImages").is_dir() and (root / "VOC2012" / "JPEGImages").is_dir():
+            root = root / "VOC2012"
+        self.root = root
+        if not (root / "JPEGImages").is_dir():
+            raise FileNotFoundError(f"root must be a PASCAL VOC folder with JPEGImages/, got "
+                                    f"{root}")
+        listing = root / "ImageSets" / "Segmentation" / f"{split}.txt"
+        if not listing.is_file():
+            raise FileNotFoundError(f"split {split!r} has no list: {listing} does not exist")
+        names = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
+        super().__init__(names, weak, with_mask)
+        if "points" in self.weak:
+            raise ValueError("weak='points' is not available in the PASCAL VOC layout (no point "
+                             "labels); use 'tags' or 'boxes'")
+        self.split = split
+        self.skip_difficult = bool(skip_difficult)
+
+    def _image_path(self, name: str) -> Path:
+        return self.root / "JPEGImages" / f"{name}.jpg"
+
+    def _mask_path(self, name: str) -> Path:
+        return self.root / "SegmentationClass" / f"{name}.png"
+
+    def _objects(self, name: str) -> list[tuple[int, list[int]]]:
+        path = self.root / "Annotations" / f"{name}.xml"
+        if not path.is_file():
+            raise FileNotFoundError(f"weak={list(self.weak)} needs {path}, which does not exist")
+        objects = []
+        for node in ET.parse(path).getroot().iter("object"):
+            label = (node.findtext("name") or "").strip()
+            if label not in VOC_CLASSES[1:]:
+                raise ValueError(f"{path}: unknown class {label!r}; expected one of "
+                                 f"{list(VOC_CLASSES[1:])}")
+            if self.skip_difficult and (node.findtext("difficult") or "0").strip() == "1":
+                continue
+            box = node.find("bndbox")
+            if box is None:
+                raise ValueError(f"{path}: object {label!r} has no bndbox")
+            # VOC bounds are 1-based and inclusive
+            bounds = [round(float(box.findtext(key))) - 1
+                      for key in ("xmin", "ymin", "xmax", "ymax")]
+            objects.append((VOC_CLASSES.index(label), bounds))
+        return objects
+
+    def _weak_labels(self, name: str, height: int, width: int) -> dict:
+        if not self.weak:
+            return {}
+        objects = self._objects(name)
+        labels = {}
+        if "tags" in self.weak:
+            labels["tags"] = sorted({cls for cls, _ in objects})
+        if "boxes" in self.weak:
+            labels["boxes"] = [{"cls": cls, "box": box} for cls, box in objects]
+        return self._checked(name, labels, height, width)
+
+
+def collate_samples(samples: Sequence[dict]) -> dict:
+    """Batches samples for a DataLoader: images ``(B, 3, H, W)`` and masks ``(B, H, W)`` are
+    stacked (all images must share one size), names and weak labels become per-image lists (the
+    format of :mod:`graphseg.seeds`)."""
+    if not samples:
+        raise ValueError("samples must not be empty")
+    sizes = {tuple(s["image"].shape) for s in samples}
+    if len(sizes) > 1:
+        raise ValueError(f"images of one batch must share a size, got {sorted(sizes)}; use "
+                         "batch_size=1 or resize them")
+    batch = {}
+    for key in samples[0]:
+        values = [s[key] for s in samples]
+        batch[key] = torch.stack(values) if isinstance(values[0], Tensor) else values
+    return batch

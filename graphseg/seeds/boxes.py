@@ -1,0 +1,236 @@
+"""Seeds from bounding boxes (A²GNN, thesis Eq. 3.2–3.5; DESIGN §6 "Box seeds").
+
+Boxes are ``{"cls": c, "box": [x0, y0, x1, y1]}`` with inclusive pixel bounds and c >= 1; a
+batch takes one list of boxes per image. Where boxes overlap, the smaller box (fewer pixels)
+wins: a pixel belongs to the smallest box that contains it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from graphseg import _checks
+from graphseg.seeds.cam import top_fraction
+
+__all__ = [
+    "box_interior",
+    "box_owner",
+    "confident_box_seeds",
+    "fuse_box_seeds",
+    "grabcut_seeds",
+]
+
+UNKNOWN = 255
+GMM_COMPONENTS = 5  # OpenCV's GrabCut fits 5-component colour models on each side
+
+
+def _batch_of(items) -> int:
+    """Images described by a per-image list, a flat list of dicts counting as one image."""
+    if isinstance(items, (list, tuple)) and items and not isinstance(items[0], dict):
+        return len(items)
+    return 1
+
+
+def box_owner(boxes, height: int, width: int, *, num_classes: int | None = None) -> Tensor:
+    """For each pixel, the index of the smallest box that contains it (−1 outside every box).
+
+    Args:
+        boxes: one list of box dicts per image (a flat list for one image).
+        height, width: image size.
+        num_classes: when given, box classes must be below it.
+
+    Returns:
+        ``(B, H, W)`` int64 box indices into each image's list.
+    """
+    checked = _checks.check_boxes(boxes, _batch_of(boxes), height, width,
+                                  num_classes=num_classes)
+    return _owner(checked, height, width)
+
+
+def _owner(checked, height: int, width: int) -> Tensor:
+    owner = torch.full((len(checked), height, width), -1, dtype=torch.int64)
+    for b, image_boxes in enumerate(checked):
+        # largest first, so a smaller box overwrites where they overlap
+        for k in _largest_first(image_boxes):
+            _, x0, y0, x1, y1 = image_boxes[k]
+            owner[b, y0 : y1 + 1, x0 : x1 + 1] = k
+    return owner
+
+
+def _largest_first(image_boxes) -> list[int]:
+    area = [(x1 - x0 + 1) * (y1 - y0 + 1) for _, x0, y0, x1, y1 in image_boxes]
+    return sorted(range(len(image_boxes)), key=lambda k: -area[k])
+
+
+def box_interior(boxes, height: int, width: int) -> Tensor:
+    """``(B, H, W)`` bool: the pixels inside any box (the GrabCut protocol's "box interior")."""
+    return box_owner(boxes, height, width) >= 0
+
+
+def _grabcut_box(bgr: np.ndarray, box, padding: int, iterations: int) -> np.ndarray | None:
+    """GrabCut foreground inside one box as an ``(H, W)`` bool map, or None when one side has
+    too few pixels for the colour models."""
+    import cv2
+
+    height, width = bgr.shape[:2]
+    _, x0, y0, x1, y1 = box
+    px0, py0 = max(0, x0 - padding), max(0, y0 - padding)
+    px1, py1 = min(width - 1, x1 + padding), min(height - 1, y1 + padding)
+    mask = np.full((height, width), cv2.GC_BGD, dtype=np.uint8)
+    mask[py0 : py1 + 1, px0 : px1 + 1] = cv2.GC_PR_FGD
+    if not (mask == cv2.GC_BGD).any():
+        # a box over the whole image leaves no background sample: the border ring stands in
+        mask[[0, -1], :] = cv2.GC_PR_BGD
+        mask[:, [0, -1]] = cv2.GC_PR_BGD
+    background = int(np.isin(mask, (cv2.GC_BGD, cv2.GC_PR_BGD)).sum())
+    if background < GMM_COMPONENTS or mask.size - background < GMM_COMPONENTS:
+        return None
+    cv2.setRNGSeed(0)  # GrabCut seeds its k-means from OpenCV's global generator
+    cv2.grabCut(bgr, mask, None, np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64),
+                iterations, cv2.GC_INIT_WITH_MASK)
+    foreground = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
+    inside = np.zeros_like(foreground)
+    inside[y0 : y1 + 1, x0 : x1 + 1] = True
+    return foreground & inside
+
+
+def grabcut_seeds(
+    image,
+    boxes,
+    *,
+    iterations: int = 5,
+    padding: int = 5,
+    num_classes: int | None = None,
+) -> Tensor:
+    """Box seeds M_B from GrabCut in each box (thesis Eq. 3.2–3.3).
+
+    - outside every box: background (0);
+    - inside: the class of the smallest box whose GrabCut foreground holds the pixel;
+    - inside some box but in no box's foreground: unknown (255).
+
+    GrabCut (Rother et al., SIGGRAPH 2004, DOI 10.1145/1015706.1015720) runs through OpenCV on
+    the whole image, initialised with everything outside the box padded by ``padding`` pixels as
+    sure background (the baseline of the shared GrabCut data: 5 px, 5 iterations); a tight box
+    otherwise puts the object's own edge on the sure-background line. OpenCV's generator is
+    reseeded for each box, so the result is deterministic. A box whose padded rectangle leaves
+    fewer than 5 pixels on either side cannot fit the 5-component colour models and keeps its
+    interior unknown.
+
+    Args:
+        image: ``(B, 3, H, W)`` float in [0, 1] or an ``(H, W, 3)`` uint8 array (RGB).
+        boxes: one list of ``{"cls", "box"}`` dicts per image (a flat list for one image).
+        iterations: GrabCut iterations.
+        padding: pixels added around each box for the sure-background line.
+        num_classes: when given, box classes must be below it.
+
+    Returns:
+        ``(B, H, W)`` int64 seeds, 255 = unknown.
+    """
+    image = _checks.as_image_batch(image, "image", channels=3)
+    batch, _, height, width = image.shape
+    checked = _checks.check_boxes(boxes, batch, height, width, num_classes=num_classes)
+    _checks.check_positive("iterations", iterations, integer=True)
+    _checks.check_positive("padding", padding, integer=True, allow_zero=True)
+    pixels = (image.detach().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+    seeds = torch.zeros(batch, height, width, dtype=torch.int64)
+    for b, image_boxes in enumerate(checked):
+        bgr = np.ascontiguousarray(pixels[b].permute(1, 2, 0).numpy()[:, :, ::-1])
+        for _, x0, y0, x1, y1 in image_boxes:
+            seeds[b, y0 : y1 + 1, x0 : x1 + 1] = UNKNOWN
+        for k in _largest_first(image_boxes):
+            foreground = _grabcut_box(bgr, image_boxes[k], padding, iterations)
+            if foreground is not None:
+                seeds[b][torch.from_numpy(foreground)] = image_boxes[k][0]
+    return seeds.to(image.device)
+
+
+def _seed_maps(names_and_maps) -> list[Tensor]:
+    """Label maps of one batch and image size, as (B, H, W) int64 on the first one's device."""
+    maps = []
+    for name, value in names_and_maps:
+        value = _checks.as_label_batch(value, name)
+        if maps:
+            _checks.same_size(name, value, names_and_maps[0][0], maps[0])
+            value = value.to(maps[0].device)
+        maps.append(value)
+    return maps
+
+
+def fuse_box_seeds(box_seeds, cam_seeds, boxes, *, num_classes: int | None = None) -> Tensor:
+    r"""Fuses box seeds M_B with CAM seeds M_I into M_F (thesis Eq. 3.4).
+
+    For a pixel p, with c the class of the smallest box containing p:
+
+    .. math::
+        M_F(p) = \begin{cases}
+            M_B(p) & p \text{ outside every box} \\
+            M_I(p) & M_I(p) = M_B(p) \\
+            M_B(p) & c \text{ appears nowhere in } M_I \text{ inside that box} \\
+            255 & \text{otherwise}
+        \end{cases}
+
+    The first matching branch wins.
+
+    Args:
+        box_seeds: ``(B, H, W)`` M_B (see :func:`grabcut_seeds`).
+        cam_seeds: ``(B, H, W)`` M_I, e.g. :func:`graphseg.seeds.topk_seeds`.
+        boxes: the boxes M_B came from.
+        num_classes: when given, box classes must be below it.
+
+    Returns:
+        ``(B, H, W)`` int64 seeds, 255 = unknown.
+    """
+    box_seeds, cam_seeds = _seed_maps([("box_seeds", box_seeds), ("cam_seeds", cam_seeds)])
+    batch, height, width = box_seeds.shape
+    checked = _checks.check_boxes(boxes, batch, height, width, num_classes=num_classes)
+    owner = _owner(checked, height, width).to(box_seeds.device)
+    unknown = torch.full_like(box_seeds, UNKNOWN)
+    fused = torch.where(cam_seeds == box_seeds, cam_seeds, unknown)
+    for b, image_boxes in enumerate(checked):
+        for k, (cls, x0, y0, x1, y1) in enumerate(image_boxes):
+            if not (cam_seeds[b, y0 : y1 + 1, x0 : x1 + 1] == cls).any():
+                owned = (owner[b] == k) & (fused[b] == UNKNOWN)
+                fused[b][owned] = box_seeds[b][owned]
+    return torch.where(owner < 0, box_seeds, fused)
+
+
+def confident_box_seeds(fused, box_seeds, cam_seeds, cam_scores: Tensor, *,
+                        fraction: float = 0.4) -> Tensor:
+    r"""The confident seeds M_g (thesis Eq. 3.5).
+
+    .. math::
+        M_g(p) = \begin{cases}
+            M_F(p) & M_F(p) = M_B(p) \ne 255 \\
+            M_I(p) & M_I(p) \text{ is among the top 40\% most confident pixels of its class} \\
+            255 & \text{otherwise}
+        \end{cases}
+
+    Every labelled pixel of M_F equals M_B by construction (Eq. 3.4), so read literally as a
+    filter of M_F the second branch could never fire; we read it, as the A²GNN code's
+    "top 40%" confident CAM labels suggest, as adding the most confident CAM seeds where M_F is
+    unknown. The cut per image and class is that of :func:`graphseg.seeds.top_fraction`.
+
+    Args:
+        fused: ``(B, H, W)`` M_F from :func:`fuse_box_seeds`.
+        box_seeds: ``(B, H, W)`` M_B.
+        cam_seeds: ``(B, H, W)`` M_I.
+        cam_scores: ``(B, H, W)`` float confidence of each pixel's M_I label (its CAM score).
+        fraction: share of each class's M_I pixels counted as most confident.
+
+    Returns:
+        ``(B, H, W)`` int64 seeds, 255 = unknown.
+    """
+    fused, box_seeds, cam_seeds = _seed_maps(
+        [("fused", fused), ("box_seeds", box_seeds), ("cam_seeds", cam_seeds)])
+    if not isinstance(cam_scores, Tensor) or not cam_scores.is_floating_point():
+        raise TypeError(f"cam_scores must be a float tensor of shape {tuple(fused.shape)}, "
+                        f"got {_checks._describe(cam_scores)}")
+    if cam_scores.dim() == 2:
+        cam_scores = cam_scores.unsqueeze(0)
+    _checks.same_size("cam_scores", cam_scores, "fused", fused)
+    confident = top_fraction(cam_scores.to(fused.device), cam_seeds.to(fused.device), fraction)
+    agree = (fused != UNKNOWN) & (fused == box_seeds)
+    return torch.where(agree, fused,
+                       torch.where(confident, cam_seeds, torch.full_like(fused, UNKNOWN)))

@@ -1,0 +1,111 @@
+"""Scribble and point seeds expanded through superpixels (thesis §3.6.1: M_S, M_P)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from graphseg import _checks
+
+__all__ = ["expand_seeds", "rasterize_points", "region_labels"]
+
+UNKNOWN = 255
+
+
+def region_labels(regions, name: str = "regions") -> Tensor:
+    """``(B, H, W)`` int64 region labels from a label map or a
+    :class:`graphseg.graph.SuperpixelGraph`."""
+    from graphseg.graph.superpixel import SuperpixelGraph
+
+    if isinstance(regions, SuperpixelGraph):
+        return regions.labels
+    regions = _checks.as_label_batch(regions, name)
+    if regions.numel() and int(regions.min()) < 0:
+        raise ValueError(f"{name} must be non-negative region labels, "
+                         f"got the value {int(regions.min())}")
+    return regions
+
+
+def global_regions(regions: Tensor) -> tuple[Tensor, int]:
+    """Region ids made unique over the batch (image b's shifted by the regions before it),
+    and their count."""
+    sizes = regions.reshape(regions.shape[0], -1).amax(dim=1) + 1
+    shift = torch.cumsum(sizes, 0) - sizes
+    return regions + shift.view(-1, 1, 1), int(sizes.sum())
+
+
+def rasterize_points(points, height: int, width: int, *, radius: int = 0,
+                     num_classes: int | None = None) -> Tensor:
+    """Draws point labels ``{"x", "y", "cls"}`` into a seed map.
+
+    Each point marks the pixel nearest to it (x, y rounded half up), or with ``radius`` > 0
+    every pixel within that Euclidean distance of it; where disks overlap, the nearer point wins
+    (the first listed on a tie).
+
+    Args:
+        points: one list of point dicts per image (a flat list for one image), in pixel
+            coordinates; class 0 is background.
+        height, width: image size.
+        radius: disk radius in pixels.
+        num_classes: when given, point classes must be below it.
+
+    Returns:
+        ``(B, H, W)`` int64 seeds, 255 = unknown.
+    """
+    _checks.check_positive("height", height, integer=True)
+    _checks.check_positive("width", width, integer=True)
+    _checks.check_positive("radius", radius, integer=True, allow_zero=True)
+    batch = len(points) if points and not isinstance(points[0], dict) else 1
+    checked = _checks.check_points(points, batch, height, width, num_classes=num_classes)
+    seeds = torch.full((batch, height, width), UNKNOWN, dtype=torch.int64)
+    nearest = torch.full((batch, height, width), math.inf, dtype=torch.float64)
+    for b, image_points in enumerate(checked):
+        for x, y, cls in image_points:
+            cx, cy = math.floor(x + 0.5), math.floor(y + 0.5)
+            y0, y1 = max(0, cy - radius), min(height, cy + radius + 1)
+            x0, x1 = max(0, cx - radius), min(width, cx + radius + 1)
+            ys = torch.arange(y0, y1, dtype=torch.float64).view(-1, 1)
+            xs = torch.arange(x0, x1, dtype=torch.float64).view(1, -1)
+            grid = (ys - cy).square() + (xs - cx).square()
+            distance = (ys - y).square() + (xs - x).square()
+            window = nearest[b, y0:y1, x0:x1]
+            closer = (grid <= radius * radius) & (distance < window)
+            window[closer] = distance[closer]
+            seeds[b, y0:y1, x0:x1][closer] = cls
+    return seeds
+
+
+def expand_seeds(seeds, regions) -> Tensor:
+    """Expands sparse labels (scribbles, points) to whole superpixels (thesis §3.6.1).
+
+    A region takes the label of the labelled pixels inside it when they all agree; a region
+    holding two or more labels is ambiguous and keeps only its own labelled pixels. Labelled
+    pixels always keep their label.
+
+    Args:
+        seeds: ``(B, H, W)`` int64 sparse labels, 255 = unknown (e.g. from
+            :func:`rasterize_points` or a scribble map).
+        regions: ``(B, H, W)`` region labels or a :class:`graphseg.graph.SuperpixelGraph`.
+
+    Returns:
+        ``(B, H, W)`` int64 seeds, 255 = unknown.
+    """
+    seeds = _checks.as_label_batch(seeds, "seeds")
+    regions = region_labels(regions).to(seeds.device)
+    _checks.same_size("seeds", seeds, "regions", regions)
+    _checks.check_seed_values("seeds", seeds, None)
+    node, num_nodes = global_regions(regions)
+    labelled = seeds != UNKNOWN
+    node_l, cls_l = node[labelled], seeds[labelled]
+    # distinct (region, class) pairs: a region with exactly one is unambiguous
+    span = int(cls_l.max()) + 1 if cls_l.numel() else 1
+    pairs = torch.unique(node_l * span + cls_l)
+    pair_node, pair_cls = pairs // span, pairs % span
+    classes_in = torch.bincount(pair_node, minlength=num_nodes)
+    region_label = torch.full((num_nodes,), UNKNOWN, dtype=torch.int64, device=seeds.device)
+    single = classes_in[pair_node] == 1
+    region_label[pair_node[single]] = pair_cls[single]
+    expanded = region_label[node]
+    return torch.where(labelled, seeds, expanded)

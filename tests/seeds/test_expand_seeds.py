@@ -1,0 +1,89 @@
+"""Point rasterisation, superpixel expansion of scribbles/points, and IAL region mining."""
+
+import numpy as np
+import pytest
+import torch
+
+from graphseg.graph import SuperpixelGraph
+from graphseg.seeds import expand_seeds, mine_confident_regions, rasterize_points
+
+U = 255
+REGIONS = torch.tensor([[[0, 0, 1, 1, 2],
+                         [0, 0, 1, 1, 2],
+                         [3, 3, 3, 2, 2]]])
+
+
+def test_rasterize_points_rounding_and_disks():
+    seeds = rasterize_points([{"x": 1.4, "y": 0.6, "cls": 3}, {"x": 3.5, "y": 2.0, "cls": 0}],
+                             3, 5)
+    assert seeds.tolist() == [[[U, U, U, U, U], [U, 3, U, U, U], [U, U, U, U, 0]]]
+    disks = rasterize_points([[{"x": 1.0, "y": 1.0, "cls": 1}, {"x": 3.0, "y": 1.0, "cls": 2}]],
+                             3, 5, radius=1)
+    # the disks touch at x = 2, where the points are equally near: the first listed wins
+    assert disks.tolist() == [[[U, 1, U, 2, U], [1, 1, 1, 2, 2], [U, 1, U, 2, U]]]
+
+
+def test_rasterize_points_errors():
+    with pytest.raises(ValueError, match=r"points\[0\]\[0\] lies outside the 3x5"):
+        rasterize_points([{"x": 5.0, "y": 1.0, "cls": 1}], 3, 5)
+    with pytest.raises(ValueError, match=r"\['cls'\] must be a class id >= 0 and "
+                                         r"< num_classes=2, got 4"):
+        rasterize_points([{"x": 1.0, "y": 1.0, "cls": 4}], 3, 5, num_classes=2)
+    with pytest.raises(TypeError, match=r"points\[0\]\[0\] must be a dict"):
+        rasterize_points([(1, 1, 1)], 3, 5)
+
+
+def test_expand_seeds_unambiguous_regions_only():
+    scribble = torch.full_like(REGIONS, U)
+    scribble[0, 0, 0] = 1          # region 0: one label -> whole region
+    scribble[0, 0, 2] = 1          # region 1: two labels -> ambiguous, only the marks
+    scribble[0, 1, 3] = 2
+    scribble[0, 2, 0] = 0          # region 3: background
+    expanded = expand_seeds(scribble, REGIONS)
+    assert expanded.tolist() == [[[1, 1, 1, U, U],
+                                  [1, 1, U, 2, U],
+                                  [0, 0, 0, U, U]]]
+
+
+def test_expand_seeds_batch_and_superpixel_graph():
+    regions = REGIONS.expand(2, -1, -1).clone()
+    points = rasterize_points([[{"x": 4.0, "y": 0.0, "cls": 5}], [{"x": 0.0, "y": 2.0, "cls": 1}]],
+                              3, 5)
+    expanded = expand_seeds(points, regions)
+    assert (expanded[0][REGIONS[0] == 2] == 5).all() and (expanded[0][REGIONS[0] != 2] == U).all()
+    assert (expanded[1][REGIONS[0] == 3] == 1).all() and (expanded[1][REGIONS[0] != 3] == U).all()
+    graph = SuperpixelGraph(torch.rand(2, 3, 3, 5), regions)
+    assert torch.equal(expand_seeds(points, graph), expanded)
+    with pytest.raises(ValueError, match="seeds and regions must have the same"):
+        expand_seeds(points[:, :2], regions)
+
+
+def test_mine_confident_regions_ratio():
+    regions = torch.tensor([[[0] * 5 + [1] * 5 + [2] * 5]]).view(1, 3, 5)
+    prediction = torch.tensor([[[1, 1, 1, 1, 2],        # region 0: 80% class 1 -> sample
+                                [3, 3, 3, 0, 0],        # region 1: 60% class 3 -> not
+                                [4, 4, 4, 4, U]]])      # region 2: 80% class 4, 255 counted
+    mined = mine_confident_regions(prediction, regions)
+    assert mined.tolist() == [[[1] * 5, [U] * 5, [4] * 5]]
+    assert (mine_confident_regions(prediction, regions, ratio=0.9) == U).all()
+    scores = torch.nn.functional.one_hot(prediction.clamp_max(4), 5).permute(0, 3, 1, 2).float()
+    assert mine_confident_regions(scores, regions)[0, 0].tolist() == [1] * 5
+    with pytest.raises(ValueError, match=r"ratio must lie in \(0.5, 1\]"):
+        mine_confident_regions(prediction, regions, ratio=0.4)
+    with pytest.raises(ValueError, match="prediction and regions must have the same"):
+        mine_confident_regions(prediction, regions[:, :2])
+
+
+def test_mine_confident_regions_random_against_loop():
+    generator = np.random.default_rng(1)
+    regions = torch.from_numpy(generator.integers(0, 6, (2, 7, 8)))
+    prediction = torch.from_numpy(np.where(generator.random((2, 7, 8)) < 0.9, 1,
+                                           generator.integers(0, 3, (2, 7, 8))))
+    mined = mine_confident_regions(prediction, regions)
+    for b in range(2):
+        for region in regions[b].unique().tolist():
+            member = regions[b] == region
+            values, counts = prediction[b][member].unique(return_counts=True)
+            best = int(counts.argmax())
+            label = int(values[best]) if counts[best] >= 0.8 * member.sum() else U
+            assert (mined[b][member] == label).all()
