@@ -1,21 +1,47 @@
 """graphseg: graph learning on images for weakly supervised semantic segmentation."""
 
-from graphseg import ops
+from graphseg import data, metrics, ops, propagate, seeds
 from graphseg.graph import (
+    EdgeGraph,
+    SuperpixelGraph,
     WindowGraph,
     feature_graph,
     opposite_offsets,
     pixel_graph,
+    superpixel_graph,
     window_offsets,
+)
+from graphseg.propagate import (
+    crf,
+    harmonic,
+    ial_refine,
+    label_spreading,
+    par,
+    random_walk,
+    random_walker_graph,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "EdgeGraph",
+    "SuperpixelGraph",
     "WindowGraph",
+    "data",
+    "crf",
     "feature_graph",
+    "harmonic",
+    "ial_refine",
+    "label_spreading",
+    "metrics",
     "ops",
     "opposite_offsets",
+    "par",
     "pixel_graph",
+    "propagate",
+    "random_walk",
+    "random_walker_graph",
+    "seeds",
+    "superpixel_graph",
     "window_offsets",
 ]

@@ -16,7 +16,8 @@ def _parser() -> argparse.ArgumentParser:
         "demo",
         help="build a pixel graph of a built-in image and draw its affinities",
         description="Builds the windowed pixel graph of skimage.data.astronaut, prints its size "
-        "and build time, and writes a figure of the affinities.",
+        "and build time, writes a figure of the affinities, then propagates three scribbled "
+        "labels with the harmonic solver and the random walk and writes an overlay figure.",
         epilog="example: graphseg demo --out demo-out",
     )
     demo.add_argument("--out", default="demo-out", help="output folder (default: demo-out)")
@@ -27,10 +28,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "demo":
-        from graphseg.demo import run_demo
+        from graphseg.demo import run_demo, run_propagation_demo
 
         try:
             run_demo(args.out, radius=args.radius)
+            run_propagation_demo(args.out)
         except (ValueError, TypeError, OSError) as exc:
             print(f"graphseg demo: error: {exc}", file=sys.stderr)
             return 2

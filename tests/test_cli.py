@@ -11,9 +11,10 @@ def test_demo_writes_figure(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "nodes 262,144" in out and "edges 20,793,680" in out
-    figure = tmp_path / "pixel_graph.png"
-    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert [p.name for p in tmp_path.iterdir()] == ["pixel_graph.png"]
+    assert "scribbles propagated" in out and "reaching 100% of the pixels" in out
+    for name in ("pixel_graph.png", "propagation.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pixel_graph.png", "propagation.png"]
 
 
 def test_demo_bad_radius_is_reported(tmp_path, capsys):

@@ -1,14 +1,26 @@
-"""Pixel graphs on local windows."""
+"""Pixel graphs on local windows and superpixel region graphs."""
 
+from graphseg.graph.edges import EdgeGraph
 from graphseg.graph.offsets import OFFSET_SHAPES, opposite_offsets, window_offsets
+from graphseg.graph.superpixel import (
+    SuperpixelGraph,
+    region_adjacency,
+    superpixel_graph,
+    superpixels,
+)
 from graphseg.graph.window import KERNELS, WindowGraph, feature_graph, pixel_graph
 
 __all__ = [
     "KERNELS",
+    "EdgeGraph",
     "OFFSET_SHAPES",
+    "SuperpixelGraph",
     "WindowGraph",
     "feature_graph",
     "opposite_offsets",
     "pixel_graph",
+    "region_adjacency",
+    "superpixel_graph",
+    "superpixels",
     "window_offsets",
 ]

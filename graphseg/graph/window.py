@@ -17,9 +17,10 @@ import torch
 from torch import Tensor
 
 from graphseg import _checks
-from graphseg.graph.offsets import window_offsets
-from graphseg.ops import local_affinity, window_aggregate, window_aggregate_transpose
+from graphseg.graph.offsets import opposite_offsets, window_offsets
+from graphseg.ops import window_aggregate_transpose
 from graphseg.ops.reference import gather_neighbours, valid_box
+from graphseg.ops.window_ops import affinity_unchecked, aggregate_unchecked
 
 __all__ = ["KERNELS", "WindowGraph", "feature_graph", "pixel_graph"]
 
@@ -140,6 +141,10 @@ class WindowGraph:
         return self.weight.shape[2], self.weight.shape[3]
 
     @property
+    def dtype(self) -> torch.dtype:
+        return self.weight.dtype
+
+    @property
     def num_nodes(self) -> int:
         """Pixels over the whole batch."""
         height, width = self.image_size
@@ -224,15 +229,29 @@ class WindowGraph:
             weight = self.weight * inverse.unsqueeze(1)
         elif mode == "col":
             factor_self = inverse
-            weight = self.weight * gather_neighbours(inverse, self.offsets.cpu())
+            weight = self.weight * gather_neighbours(inverse.unsqueeze(1), self.offsets)
         else:
             root = inverse.sqrt()
             factor_self = inverse
-            weight = self.weight * root.unsqueeze(1) * gather_neighbours(root,
-                                                                         self.offsets.cpu())
+            weight = (self.weight * root.unsqueeze(1)
+                      * gather_neighbours(root.unsqueeze(1), self.offsets))
         self_weight = (None if self.self_weight is None
                        else self.self_weight * factor_self.unsqueeze(1))
         return self._with(weight, self_weight)
+
+    def without_self_loops(self) -> WindowGraph:
+        """The graph with its self weights removed (as in the Laplacian)."""
+        return self._with(self.weight, None)
+
+    def symmetrize(self) -> WindowGraph:
+        """``(A + Aᵀ) / 2``: each weight averaged with its reverse edge. Needs an offset table
+        closed under negation (every family of :func:`window_offsets` is)."""
+        opposite = opposite_offsets(self.offsets).tolist()
+        if -1 in opposite:
+            raise ValueError("symmetrize() needs an offset table closed under negation; offset "
+                             f"{self.offsets[opposite.index(-1)].tolist()} has no opposite")
+        reverse = gather_neighbours(self.weight, self.offsets, opposite)
+        return self._with((self.weight + reverse) / 2, self.self_weight)
 
     def power(self, beta: float) -> WindowGraph:
         """Element-wise power ``A^β`` of every weight (AffinityNet's β sharpening)."""
@@ -248,7 +267,11 @@ class WindowGraph:
         """
         _checks.check_tensor4d("values", values)
         _checks.same_batch("values", values, "graph weight", self.weight)
-        out = window_aggregate(self.weight, values.to(self.weight.dtype), self.offsets)
+        return self._aggregate(values.to(self.weight.dtype))
+
+    def _aggregate(self, values: Tensor) -> Tensor:
+        """:meth:`aggregate` without input checks, for the propagation loops."""
+        out = aggregate_unchecked(self.weight, values, self.offsets)
         if self.self_weight is not None:
             out = out + self.self_weight * values
         return out
@@ -398,11 +421,11 @@ def _kernel_weight(features: Tensor, offsets: Tensor, kernel: str, *, sigma_xy: 
                    sigma_rgb: float) -> Tensor:
     if kernel == "cosine":
         unit = features / features.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        return local_affinity(unit, offsets, "dot")
+        return affinity_unchecked(unit, offsets, "dot")
     if kernel == "l1":
-        distance = local_affinity(features, offsets, "l1") / features.shape[1]
+        distance = affinity_unchecked(features, offsets, "l1") / features.shape[1]
         return torch.exp(-distance)
-    squared = local_affinity(features, offsets, "l2")
+    squared = affinity_unchecked(features, offsets, "l2")
     position = offsets.square().sum(1).to(features.dtype).to(features.device)
     return torch.exp(-position.view(1, -1, 1, 1) / (2 * sigma_xy**2)
                      - squared / (2 * sigma_rgb**2))

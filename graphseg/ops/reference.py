@@ -79,13 +79,15 @@ def window_aggregate_transpose(weight: Tensor, values: Tensor, offsets: Tensor) 
     return out
 
 
-def gather_neighbours(values: Tensor, offsets: Tensor) -> Tensor:
-    """``out[b, k, p] = values[b, p + o_k]`` for a ``(B, H, W)`` map; 0 outside the image."""
-    batch, height, width = values.shape
+def gather_neighbours(values: Tensor, offsets: Tensor, channels: list[int] | None = None) -> Tensor:
+    """``out[b, k, p] = values[b, channels[k], p + o_k]`` (channel 0 for every k by default); 0
+    outside the image. ``values`` is ``(B, C, H, W)``."""
+    batch, _, height, width = values.shape
     out = values.new_zeros(batch, offsets.shape[0], height, width)
     for k, (dy, dx) in enumerate(offsets.tolist()):
         y0, y1, x0, x1 = valid_box(dy, dx, height, width)
         if y1 <= y0 or x1 <= x0:
             continue
-        out[:, k, y0:y1, x0:x1] = values[:, y0 + dy : y1 + dy, x0 + dx : x1 + dx]
+        c = 0 if channels is None else channels[k]
+        out[:, k, y0:y1, x0:x1] = values[:, c, y0 + dy : y1 + dy, x0 + dx : x1 + dx]
     return out

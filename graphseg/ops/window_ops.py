@@ -112,6 +112,11 @@ def local_affinity(features: Tensor, offsets: Tensor, kind: str = "l1") -> Tenso
     _checks.check_tensor4d("features", features)
     offsets = _checks.check_offsets(offsets)
     _checks.check_choice("kind", kind, AFFINITY_KINDS)
+    return affinity_unchecked(features, offsets, kind)
+
+
+def affinity_unchecked(features: Tensor, offsets: Tensor, kind: str) -> Tensor:
+    """:func:`local_affinity` without input checks, for graphseg's internals."""
     ext = _ext_for(features)
     if ext is not None:
         return ext.local_affinity(features, offsets, kind)
@@ -145,6 +150,11 @@ def window_aggregate(weight: Tensor, values: Tensor, offsets: Tensor) -> Tensor:
     if weight.dtype != values.dtype:
         raise TypeError(f"weight and values must share a dtype, got {weight.dtype} and "
                         f"{values.dtype}")
+    return aggregate_unchecked(weight, values, offsets)
+
+
+def aggregate_unchecked(weight: Tensor, values: Tensor, offsets: Tensor) -> Tensor:
+    """:func:`window_aggregate` without input checks, for graphseg's internals."""
     ext = _ext_for(weight, values)
     if ext is not None:
         return ext.window_aggregate(weight, values, offsets)

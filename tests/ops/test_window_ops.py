@@ -77,10 +77,13 @@ def test_transpose_is_adjoint():
 
 
 def test_gather_neighbours():
-    values = torch.arange(12.0).reshape(1, 3, 4)
+    values = torch.arange(24.0).reshape(1, 2, 3, 4)
     out = reference.gather_neighbours(values, torch.tensor([[0, 1], [1, -1]]))
     assert out[0, 0].tolist() == [[1, 2, 3, 0], [5, 6, 7, 0], [9, 10, 11, 0]]
     assert out[0, 1].tolist() == [[0, 4, 5, 6], [0, 8, 9, 10], [0, 0, 0, 0]]
+    picked = reference.gather_neighbours(values, torch.tensor([[0, 1], [1, -1]]), [1, 0])
+    assert picked[0, 0].tolist() == [[13, 14, 15, 0], [17, 18, 19, 0], [21, 22, 23, 0]]
+    assert torch.equal(picked[0, 1], out[0, 1])
 
 
 @pytest.mark.parametrize("kind", ["l1", "l2", "dot"])

@@ -1,0 +1,211 @@
+"""Propagation on windowed graphs against the peers, measured in the same run (JSON lines).
+
+Cases (each runs in its own process so that its peak memory is its own):
+
+- ``harmonic``: graphseg.harmonic on scikit-image's graph of the 512x512 astronaut with three
+  scribbled labels, against ``skimage.segmentation.random_walker`` in modes ``bf`` (the exact
+  solution; label agreement) and ``cg_mg`` (speed; needs pyamg).
+- ``random_walk``: random_walk(preset-free, β 8, 256 steps) of 21 class maps on the full
+  resolution disk r=5 pixel graph of the astronaut: time and peak memory, against the dense
+  N×N matrix the reference code would build.
+- ``label_spreading``: against PyG's LabelPropagation on the converted graph with the same
+  symmetric normalisation.
+- ``crf``: the windowed CRF (psa preset) against pydensecrf2 on the voc14 images of the data
+  folder, from the harmonic probabilities of the clicks: label agreement, mIoU, seconds.
+
+    python benchmarks/bench_propagation.py [--case NAME] [--data ../shared/data] [--limit N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import emit, machine, median_seconds
+from skimage import data as skdata
+
+import graphseg
+from graphseg import ops
+from graphseg.data import SegmentationFolder
+from graphseg.demo import astronaut_scribbles
+from graphseg.metrics import confusion_matrix, mean_iou
+from graphseg.propagate import crf, harmonic, label_spreading, random_walk, random_walker_graph
+from graphseg.seeds import rasterize_points
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def case_harmonic(args) -> None:
+    from skimage.segmentation import random_walker
+
+    image, seeds = astronaut_scribbles()
+    labels = np.where(seeds == 255, 0, seeds + 1)
+    start = time.perf_counter()
+    exact = random_walker(image, labels, beta=130, mode="bf", channel_axis=-1) - 1
+    bf_seconds = time.perf_counter() - start
+    record = {"case": "harmonic", "image": "astronaut 512x512, 3 scribbled labels",
+              "backend": ops.backend(), "skimage_bf_s": round(bf_seconds, 3)}
+    try:
+        import pyamg  # noqa: F401
+
+        mg_seconds = median_seconds(
+            lambda: random_walker(image, labels, beta=130, mode="cg_mg", channel_axis=-1),
+            repeats=args.repeats)
+        record["skimage_cg_mg_s"] = round(mg_seconds, 3)
+    except ImportError:
+        mg_seconds = None
+        record["skimage_cg_mg_s"] = "pyamg not installed"
+    seed_tensor = torch.from_numpy(seeds)[None]
+
+    def ours():
+        return harmonic(random_walker_graph(image), seed_tensor)
+
+    seconds = median_seconds(ours, repeats=args.repeats)
+    ours_labels = ours()[0].argmax(0).numpy()
+    record.update({
+        "graphseg_s": round(seconds, 3),
+        "agreement_with_bf": round(float((ours_labels == exact).mean()), 5),
+        "speedup_vs_cg_mg": round(mg_seconds / seconds, 2) if mg_seconds else None,
+        "speedup_vs_bf": round(bf_seconds / seconds, 2),
+    })
+    emit(record)
+
+
+def case_random_walk(args) -> None:
+    image = skdata.astronaut()
+    graph = graphseg.pixel_graph(image, radius=5, self_weight=1.0)
+    probs = torch.softmax(torch.randn(1, 21, 512, 512, generator=torch.Generator().manual_seed(0)),
+                          1)
+    baseline = _peak_rss_mib()
+    start = time.perf_counter()
+    random_walk(graph, probs, beta=8, num_steps=256)
+    seconds = time.perf_counter() - start
+    nodes = graph.num_nodes
+    emit({"case": "random_walk", "image": "astronaut 512x512", "classes": 21, "offsets": 80,
+          "steps": 256, "backend": ops.backend(), "seconds": round(seconds, 2),
+          "peak_rss_mib": round(_peak_rss_mib(), 1),
+          "peak_rss_over_inputs_mib": round(_peak_rss_mib() - baseline, 1),
+          "dense_matrix_gib": round(nodes * nodes * 4 / 2**30, 1)})
+
+
+def case_label_spreading(args) -> None:
+    from torch_geometric.nn.models import LabelPropagation
+
+    image, seeds = astronaut_scribbles()
+    graph = graphseg.pixel_graph(image, radius=5)
+    seed_tensor = torch.from_numpy(seeds)[None]
+    steps = args.steps
+    data = graph.normalize("sym").to_pyg()
+    flat = seed_tensor.reshape(-1)
+    mask = flat != 255
+    model = LabelPropagation(num_layers=steps, alpha=0.99)
+
+    def peer():
+        return model(torch.where(mask, flat, 0), data.edge_index, mask=mask,
+                     edge_weight=data.edge_weight)
+
+    def ours():
+        return label_spreading(graph, seed_tensor, alpha=0.99, num_steps=steps, clamp=True)
+
+    peer_seconds = median_seconds(peer, repeats=max(1, args.repeats // 2))
+    seconds = median_seconds(ours, repeats=args.repeats)
+    difference = (ours()[0].reshape(3, -1).t() - peer()).abs().max().item()
+    emit({"case": "label_spreading", "image": "astronaut 512x512, disk r=5", "steps": steps,
+          "backend": ops.backend(), "graphseg_s": round(seconds, 3),
+          "pyg_label_propagation_s": round(peer_seconds, 3),
+          "speedup": round(peer_seconds / seconds, 2), "max_abs_difference": difference})
+
+
+def _miou(pred: torch.Tensor, mask: torch.Tensor, num_classes: int) -> float:
+    return mean_iou(confusion_matrix(pred, mask, num_classes=num_classes))
+
+
+def case_crf(args) -> None:
+    folder = Path(args.data) / "voc14"
+    if not folder.exists():
+        emit({"case": "crf", "skipped": f"no data at {folder}"})
+        return
+    try:
+        import pydensecrf.densecrf as dcrf
+        from pydensecrf.utils import unary_from_softmax
+    except ImportError:
+        dcrf = None
+    settings = graphseg.propagate.CRF_PRESETS["psa"]
+    dataset = SegmentationFolder(folder, weak="points")
+    rows = []
+    for index in range(min(args.limit, len(dataset))):
+        sample = dataset[index]
+        image, mask = sample["image"], sample["mask"]
+        height, width = mask.shape
+        seeds = rasterize_points(sample["points"], height, width, radius=5)
+        present = torch.unique(seeds[seeds != 255])
+        remap = torch.full((256,), 255, dtype=torch.int64)
+        remap[present] = torch.arange(len(present))
+        probs = harmonic(random_walker_graph(image), remap[seeds])
+        start = time.perf_counter()
+        ours = present[crf(image, probs)[0].argmax(0)]
+        ours_seconds = time.perf_counter() - start
+        classes = dataset.num_classes
+        row = {"image": sample["name"], "graphseg_s": ours_seconds,
+               "miou_harmonic": _miou(present[probs[0].argmax(0)], mask, classes),
+               "miou_graphseg_crf": _miou(ours, mask, classes)}
+        if dcrf is not None:
+            rgb = (image.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+            start = time.perf_counter()
+            model = dcrf.DenseCRF2D(width, height, len(present))
+            model.setUnaryEnergy(np.ascontiguousarray(
+                unary_from_softmax(probs[0].numpy().astype(np.float32))))
+            model.addPairwiseGaussian(sxy=settings["smooth_sxy"], compat=settings["smooth_compat"])
+            model.addPairwiseBilateral(sxy=settings["app_sxy"], srgb=settings["app_srgb"],
+                                       rgbim=np.ascontiguousarray(rgb),
+                                       compat=settings["app_compat"])
+            peer = np.argmax(np.array(model.inference(settings["num_iter"])), 0).reshape(
+                height, width)
+            peer = present[torch.from_numpy(peer)]
+            row.update({"pydensecrf_s": time.perf_counter() - start,
+                        "miou_pydensecrf": _miou(peer, mask, classes),
+                        "agreement": float((peer == ours).float().mean())})
+        rows.append(row)
+    summary = {"case": "crf", "images": len(rows), "preset": "psa", "backend": ops.backend()}
+    for key in rows[0]:
+        if key != "image":
+            summary[key] = round(float(np.median([row[key] for row in rows])), 4)
+    summary["note"] = "medians over images; probabilities from harmonic on the clicks"
+    emit(summary)
+
+
+CASES = {"harmonic": case_harmonic, "random_walk": case_random_walk,
+         "label_spreading": case_label_spreading, "crf": case_crf}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--case", choices=sorted(CASES))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=20, help="label spreading steps")
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--limit", type=int, default=14)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    if args.case:
+        CASES[args.case](args)
+        return
+    emit({"case": "machine", **machine(), "backend": ops.backend()})
+    forwarded = [f"--repeats={args.repeats}", f"--steps={args.steps}", f"--data={args.data}",
+                 f"--limit={args.limit}"]
+    for name in CASES:
+        subprocess.run([sys.executable, __file__, "--case", name, *forwarded], check=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""Non-learned propagation on pixel graphs and PyG graphs."""
+
+from graphseg.propagate.crf import CRF_PRESETS, crf, crf_kernels
+from graphseg.propagate.harmonic import harmonic, random_walker_graph
+from graphseg.propagate.ial import ial_refine
+from graphseg.propagate.par import par, par_affinity
+from graphseg.propagate.random_walk import (
+    RANDOM_WALK_PRESETS,
+    background_channel,
+    irn_affinity,
+    psa_border_mask,
+    random_walk,
+    transition,
+)
+from graphseg.propagate.spreading import label_spreading
+
+__all__ = [
+    "CRF_PRESETS",
+    "RANDOM_WALK_PRESETS",
+    "background_channel",
+    "crf",
+    "crf_kernels",
+    "harmonic",
+    "ial_refine",
+    "irn_affinity",
+    "label_spreading",
+    "par",
+    "par_affinity",
+    "psa_border_mask",
+    "random_walk",
+    "random_walker_graph",
+    "transition",
+]
