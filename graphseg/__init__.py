@@ -23,6 +23,15 @@ from graphseg.propagate import (
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # graphseg.nn pulls in PyTorch Geometric's layers (about a second): load it on first use.
+    if name == "nn":
+        import importlib
+
+        return importlib.import_module("graphseg.nn")
+    raise AttributeError(f"module 'graphseg' has no attribute {name!r}")
+
 __all__ = [
     "EdgeGraph",
     "SuperpixelGraph",
@@ -34,6 +43,7 @@ __all__ = [
     "ial_refine",
     "label_spreading",
     "metrics",
+    "nn",
     "ops",
     "opposite_offsets",
     "par",

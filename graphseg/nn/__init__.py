@@ -1,0 +1,45 @@
+"""Learned propagation models and their losses: the affinity CNN, A²GNN and GNN baselines."""
+
+from graphseg.nn.a2gnn import A2GNN, BASELINES, BaselineGNN, GNNOutput, baseline_gnn
+from graphseg.nn.affinity import AffinityCNN, AffinityOutput, node_features
+from graphseg.nn.attention import VARIANTS, AffinityAttentionConv, affinity_attention
+from graphseg.nn.backbone import BackboneAdapter, ResNetBackbone
+from graphseg.nn.losses import (
+    affinity_contrast_loss,
+    affinity_loss,
+    affinity_regular_loss,
+    consistency_check,
+    mp_loss,
+    mp_pixels,
+    potts_loss,
+    seed_cross_entropy,
+)
+from graphseg.nn.train import fit_a2gnn, load_checkpoint, save_checkpoint, train_affinity
+
+__all__ = [
+    "A2GNN",
+    "BASELINES",
+    "VARIANTS",
+    "AffinityAttentionConv",
+    "AffinityCNN",
+    "AffinityOutput",
+    "BackboneAdapter",
+    "BaselineGNN",
+    "GNNOutput",
+    "ResNetBackbone",
+    "affinity_attention",
+    "affinity_contrast_loss",
+    "affinity_loss",
+    "affinity_regular_loss",
+    "baseline_gnn",
+    "consistency_check",
+    "fit_a2gnn",
+    "load_checkpoint",
+    "mp_loss",
+    "mp_pixels",
+    "node_features",
+    "potts_loss",
+    "save_checkpoint",
+    "seed_cross_entropy",
+    "train_affinity",
+]
