@@ -29,7 +29,7 @@ NORMALIZATIONS = ("row", "sym", "col")
 DENSE_MAX_ENTRIES = 2**26
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=8)
 def _valid_mask(height: int, width: int, offsets: tuple, device: str) -> Tensor:
     """``(K, H, W)`` bool: whether p + o_k lies inside the image."""
     mask = torch.zeros(len(offsets), height, width, dtype=torch.bool)
@@ -40,7 +40,7 @@ def _valid_mask(height: int, width: int, offsets: tuple, device: str) -> Tensor:
     return mask.to(device)
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=4)  # one 512x512 disk(5) layout holds ~340 MB
 def _edge_layout(height: int, width: int, offsets: tuple, with_self: bool):
     """Edges of one image in target-sorted order, built without a sort.
 
@@ -49,10 +49,7 @@ def _edge_layout(height: int, width: int, offsets: tuple, with_self: bool):
     and the ``(2, E)`` edge index (source, target) of the kept entries."""
     table = ([(0, 0)] if with_self else []) + list(offsets)
     delta = torch.tensor([dy * width + dx for dy, dx in table], dtype=torch.int64)
-    valid = _valid_mask(height, width, tuple(table), "cpu").permute(1, 2, 0).contiguous()
-    if with_self:
-        valid[:, :, 0] = True
-    valid = valid.reshape(-1)
+    valid = _valid_mask(height, width, tuple(table), "cpu").permute(1, 2, 0).reshape(-1)
     pixels = torch.arange(height * width, dtype=torch.int64).unsqueeze(1)
     target = pixels.expand(-1, len(table)).reshape(-1)[valid]
     source = (pixels + delta).reshape(-1)[valid]
@@ -123,6 +120,9 @@ class WindowGraph:
         if tuple(self_weight.shape) != (batch, 1, height, width):
             raise ValueError(f"self_weight must have shape ({batch}, 1, {height}, {width}), got "
                              f"{tuple(self_weight.shape)}")
+        if self_weight.device != weight.device:
+            raise ValueError(f"self_weight must be on the weight's device {weight.device}, got "
+                             f"{self_weight.device}")
         _checks.check_finite("self_weight", self_weight)
         return self_weight.to(weight.dtype)
 
@@ -225,18 +225,15 @@ class WindowGraph:
         inverse = torch.where(degree > 0, 1.0 / degree.clamp_min(torch.finfo(degree.dtype).tiny),
                               torch.zeros_like(degree))
         if mode == "row":
-            factor_self = inverse
             weight = self.weight * inverse.unsqueeze(1)
         elif mode == "col":
-            factor_self = inverse
             weight = self.weight * gather_neighbours(inverse.unsqueeze(1), self.offsets)
         else:
             root = inverse.sqrt()
-            factor_self = inverse
             weight = (self.weight * root.unsqueeze(1)
                       * gather_neighbours(root.unsqueeze(1), self.offsets))
         self_weight = (None if self.self_weight is None
-                       else self.self_weight * factor_self.unsqueeze(1))
+                       else self.self_weight * inverse.unsqueeze(1))
         return self._with(weight, self_weight)
 
     def without_self_loops(self) -> WindowGraph:
@@ -408,13 +405,14 @@ class WindowGraph:
 def _resolve_offsets(radius, shape, offsets, dilations, height: int, width: int) -> Tensor:
     if offsets is not None:
         return _checks.check_offsets(offsets)
-    if shape != "rings":
-        _checks.check_positive("radius", radius, integer=True)
-        if radius > max(height, width):
-            raise ValueError(f"radius must not exceed the image size ({height}x{width}), "
-                             f"got radius={radius}")
-        return window_offsets(radius, shape)
-    return window_offsets(None, "rings", dilations)
+    if shape == "rings":
+        return window_offsets(None, "rings", dilations)
+    offsets = window_offsets(radius, shape)
+    fits = (offsets[:, 0].abs() < height) & (offsets[:, 1].abs() < width)
+    if not bool(fits.any()):
+        raise ValueError(f"radius={radius} is too large for the {height}x{width} image: no "
+                         "window neighbour lies inside it")
+    return offsets
 
 
 def _kernel_weight(features: Tensor, offsets: Tensor, kernel: str, *, sigma_xy: float,

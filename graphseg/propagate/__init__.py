@@ -1,9 +1,9 @@
 """Non-learned propagation on pixel graphs and PyG graphs."""
 
-from graphseg.propagate.crf import CRF_PRESETS, crf, crf_kernels
+from graphseg.propagate.dense_crf import CRF_PRESETS, crf, crf_kernels
 from graphseg.propagate.harmonic import harmonic, random_walker_graph
 from graphseg.propagate.ial import ial_refine
-from graphseg.propagate.par import par, par_affinity
+from graphseg.propagate.pixel_adaptive import par, par_affinity
 from graphseg.propagate.random_walk import (
     RANDOM_WALK_PRESETS,
     background_channel,

@@ -67,6 +67,7 @@ def _block_sum(x: Tensor) -> Tensor:
 def _inner(level: _Level) -> Tensor:
     """The weight of the (directed) edges inside each 2×2 block, summed per block: the block's
     diagonal entry of Pᵀ A P, which the coarse diagonal loses."""
+    height, width = (level.weight.shape[2] + 1) // 2, (level.weight.shape[3] + 1) // 2
     total = None
     for k, (dy, dx) in enumerate(level.offsets.tolist()):
         for py in range(2):
@@ -74,13 +75,25 @@ def _inner(level: _Level) -> Tensor:
                 if ((py + dy) // 2, (px + dx) // 2) != (0, 0):
                     continue
                 piece = level.weight[:, k : k + 1, py::2, px::2]
-                height, width = (level.weight.shape[2] + 1) // 2, (level.weight.shape[3] + 1) // 2
                 piece = F.pad(piece, (0, width - piece.shape[3], 0, height - piece.shape[2]))
                 total = piece if total is None else total + piece
     if total is None:
-        height, width = (level.weight.shape[2] + 1) // 2, (level.weight.shape[3] + 1) // 2
         return level.weight.new_zeros(level.weight.shape[0], 1, height, width)
     return total
+
+
+def _factor(matrices: Tensor) -> Tensor:
+    """Cholesky factors of the coarsest matrices, shifted just enough to be positive definite:
+    components without any seed make them singular, and float32 coarsening can leave them
+    slightly indefinite. The shift only weakens the preconditioner, never the solution."""
+    matrices = (matrices + matrices.transpose(1, 2)) / 2
+    scale = matrices.diagonal(dim1=1, dim2=2).amax(1).clamp_min(1e-30).view(-1, 1, 1)
+    eye = torch.eye(matrices.shape[1], dtype=matrices.dtype, device=matrices.device)
+    for shift in (1e-10, 1e-7, 1e-4, 1e-2):
+        factor, info = torch.linalg.cholesky_ex(matrices + shift * scale * eye)
+        if not bool(info.any()):
+            return factor
+    return torch.linalg.cholesky(matrices + scale * eye)
 
 
 def _prolong(x: Tensor, height: int, width: int) -> Tensor:
@@ -121,10 +134,8 @@ class Multigrid:
             empty = level.diagonal[b].reshape(-1) <= 0
             # rows of pixels outside the unknown set are identity rows (their values stay 0)
             columns = columns + torch.diag(empty.to(columns.dtype))
-            # a tiny shift keeps components without any seed (singular blocks) factorable
-            scale = float(level.diagonal[b].max().clamp_min(1e-30))
-            matrices.append((columns.t() + 1e-10 * scale * eye).double())
-        self.coarse = torch.linalg.cholesky(torch.stack(matrices))
+            matrices.append(columns.t().double())
+        self.coarse = _factor(torch.stack(matrices))
 
     def _cycle(self, depth: int, rhs: Tensor) -> Tensor:
         level = self.levels[depth]

@@ -45,7 +45,8 @@ def _unseeded(graph, seeds: Tensor) -> Tensor | None:
     """Nodes whose connected component (over positive weights) holds no seed, as a mask shaped
     like ``seeds``; None when every component has a seed. A pixel graph with positive weights on
     the four axial neighbours is connected, which spares the search in the common case."""
-    if isinstance(graph, WindowGraph):
+    every_image_seeded = bool((seeds != IGNORE).flatten(1).any(1).all())
+    if isinstance(graph, WindowGraph) and every_image_seeded:
         table = graph.offsets.tolist()
         axial = all(o in table for o in ([0, 1], [1, 0], [0, -1], [-1, 0]))
         if axial and bool((graph.weight > 0).eq(graph._mask()).all()):
@@ -93,10 +94,13 @@ def harmonic(
     at once. The Laplacian mat-vec is one :func:`graphseg.ops.window_aggregate`.
 
     Notes:
-        The probabilities of a node sum to 1 because the solution is linear in the seeds and the
-        all-ones vector is harmonic, so C − 1 systems are solved and the last class is 1 minus
-        their sum; the result is clamped at 0 and renormalised to remove the solver's residual.
-        Nodes in a component without any seed get the uniform distribution.
+        The exact probabilities of a node sum to 1 (the solution is linear in the seeds and the
+        all-ones vector is harmonic). All C systems are solved — deriving the last class as 1
+        minus the others would hand it every node the solver has not reached yet — and the result
+        is clamped at 0 and renormalised. Nodes in a component without any seed get the uniform
+        distribution. The solve runs in the graph's dtype: when its weights span many orders of
+        magnitude (noise images under a sharp colour kernel), float32 cannot resolve the small
+        ones — build the graph in float64.
 
     Args:
         graph: a :class:`WindowGraph`, a PyG ``Data`` or an :class:`EdgeGraph`.
@@ -135,8 +139,9 @@ def harmonic(
     def laplacian(z: Tensor) -> Tensor:
         return unknown * (degree * z - graph._aggregate(z))
 
-    # The last class is 1 minus the others: the all-ones vector is harmonic.
-    rhs = unknown * graph._aggregate(fixed[:, :-1])
+    if classes == 1:
+        return restore(torch.ones_like(fixed))
+    rhs = unknown * graph._aggregate(fixed)
     if preconditioner == "multigrid":
         precondition = Multigrid(graph.weight, graph.offsets, unknown)
     else:
@@ -164,7 +169,6 @@ def harmonic(
         ratio = torch.where(rz > 0, rz_next / rz.clamp_min(1e-30), torch.zeros_like(rz))
         direction = preconditioned + ratio * direction
         rz = rz_next
-    solution = torch.cat([solution, 1 - solution.sum(1, keepdim=True)], 1)
     probs = (fixed + unknown * solution).clamp_min(0)
     probs = probs / probs.sum(1, keepdim=True).clamp_min(1e-30)
     lonely = _unseeded(graph, seeds)

@@ -60,6 +60,7 @@ def transition(graph, beta: float = 8.0):
 
     psa and IRN column-normalise :math:`A^\beta` and right-multiply a row vector of scores; for a
     symmetric A that equals the row-normalised aggregation used here."""
+    _checks.check_positive("beta", beta)
     return as_graph(graph).power(beta).normalize("row")
 
 
@@ -161,7 +162,9 @@ def random_walk(
       :math:`1 - B` (``boundary``, ``(B, 1, h, w)``), β = 10, t = 256, bilinear upsampling
       (``official``: ×4 then crop), divided by the global maximum, constant background 0.25
       prepended. Build the graph with :func:`irn_affinity`.
-    - ``"a2gnn"``: background exponent 6, β = 8, t = 64 (logt 6) — the A²GNN code's values.
+    - ``"a2gnn"``: background exponent 6, β = 8, t = 64 (logt 6) — the A²GNN code's values
+      (``variant`` changes nothing here; the 1:3 fusion with the GNN output belongs to the
+      A²GNN pipeline).
 
     A graph without self weights gets AffinityNet's self loop of weight 1 under a preset.
 
@@ -229,7 +232,7 @@ def random_walk(
                              f"{padded[0] // stride}x{padded[1] // stride} (the image padded to "
                              f"a multiple of {stride}, at stride {stride}), got "
                              f"{small[0]}x{small[1]}")
-        if not torch.equal(graph.offsets, window_offsets(config["radius"], "psa")):
+        if not torch.equal(graph.offsets.cpu(), window_offsets(config["radius"], "psa")):
             raise ValueError("preset='psa', variant='official' needs a graph on "
                              f"window_offsets({config['radius']}, 'psa')")
         values = F.pad(values, (0, padded[1] - width, 0, padded[0] - height))

@@ -6,7 +6,6 @@ import torch
 from torch import Tensor
 
 from graphseg import _checks
-from graphseg.graph.edges import as_graph
 from graphseg.propagate._common import node_seeds, node_values, one_hot, seed_classes
 
 __all__ = ["label_spreading"]
@@ -49,7 +48,7 @@ def label_spreading(
         classes = seed_classes(seeds, num_classes, "seeds_or_probs")
         start = one_hot(seeds, classes, graph.dtype)
     else:
-        graph, start, restore = node_values(as_graph(graph), seeds_or_probs, "seeds_or_probs")
+        graph, start, restore = node_values(graph, seeds_or_probs, "seeds_or_probs")
     operator = graph.normalize("sym")
     values = start
     for _ in range(num_steps):

@@ -107,7 +107,7 @@ def test_window_aggregate_gradcheck():
                                     (weight, values))
 
 
-def test_window_smaller_than_image_and_single_pixel():
+def test_window_larger_than_image_and_single_pixel():
     offsets = window_offsets(3, "disk")
     features = torch.rand(1, 3, 1, 1)
     assert torch.equal(ops.local_affinity(features, offsets, "l1"), torch.zeros(1, 28, 1, 1))

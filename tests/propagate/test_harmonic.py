@@ -93,6 +93,47 @@ def test_component_without_seed_is_uniform():
     torch.testing.assert_close(out[0, :, 0, 2:], torch.full((2, 2), 0.5, dtype=torch.float64))
 
 
+def test_float32_multigrid_matches_float64():
+    generator = torch.Generator().manual_seed(5)
+    for _ in range(5):
+        image = torch.rand(3, 20, 20, generator=generator, dtype=torch.float64)
+        seeds = torch.full((1, 20, 20), 255)
+        seeds[0, 2, 3], seeds[0, 15, 17], seeds[0, 9, 9] = 0, 1, 2
+        exact = harmonic(pixel_graph(image, radius=1, sigma_rgb=0.3), seeds, tol=1e-10)
+        single = harmonic(pixel_graph(image.float(), radius=1, sigma_rgb=0.3), seeds, tol=1e-5)
+        torch.testing.assert_close(single.double(), exact, atol=2e-3, rtol=0)
+
+
+def test_image_without_seeds_in_a_batch_is_uniform(problem):
+    image, seeds = problem
+    both = torch.cat([seeds, torch.full_like(seeds, 255)])
+    out = harmonic(pixel_graph(torch.stack([image, image]), radius=2), both, tol=1e-8)
+    torch.testing.assert_close(out[1], torch.full_like(out[1], 1 / 3))
+    torch.testing.assert_close(out[0].sum(0), torch.ones(9, 11, dtype=torch.float64))
+
+
+def test_single_class_and_relabelling(problem):
+    image, seeds = problem
+    graph = pixel_graph(image, radius=2)
+    ones = harmonic(graph, torch.where(seeds == 255, seeds, 0))
+    torch.testing.assert_close(ones, torch.ones(1, 1, 9, 11, dtype=torch.float64))
+    out = harmonic(graph, seeds, tol=1e-9)
+    permutation = torch.tensor([2, 0, 1])
+    relabelled = torch.where(seeds == 255, seeds, permutation[seeds.clamp_max(2)])
+    swapped = harmonic(graph, relabelled, tol=1e-9)
+    torch.testing.assert_close(swapped[:, permutation], out, atol=1e-6, rtol=0)
+
+
+def test_weak_link_is_shared_not_given_to_the_last_class():
+    image = torch.zeros(3, 12, 24, dtype=torch.float64)
+    image[:, :, 12:] = 1.0  # two colour halves, both seeds on the left
+    seeds = torch.full((1, 12, 24), 255)
+    seeds[0, 2, 2], seeds[0, 9, 2] = 0, 1
+    out = harmonic(random_walker_graph(image), seeds, tol=1e-10)
+    right = out[0, :, :, 12:].mean((1, 2))
+    assert abs(float(right[0] - right[1])) < 0.2
+
+
 def test_batch_of_images(problem):
     image, seeds = problem
     images = torch.stack([image, image.flip(2)])

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from graphseg import WindowGraph, feature_graph, pixel_graph, window_offsets
+from graphseg import feature_graph, pixel_graph, window_offsets
 from graphseg.propagate import (
     background_channel,
     irn_affinity,
@@ -46,13 +46,10 @@ def test_pyg_graph_gives_equal_result(graph):
 
 def test_mass_and_gradient(graph):
     cams = torch.rand(1, 2, 6, 7, dtype=torch.float64, requires_grad=True)
-    out = random_walk(graph, cams, num_steps=3)
     # rows of T sum to 1: constants are fixed points
     ones = torch.ones(1, 1, 6, 7, dtype=torch.float64)
     torch.testing.assert_close(random_walk(graph, ones, num_steps=7), ones)
     assert torch.autograd.gradcheck(lambda c: random_walk(graph, c, beta=2, num_steps=2), (cams,))
-    out.sum().backward()
-    assert cams.grad is not None
 
 
 def test_background_channel():
@@ -201,4 +198,3 @@ def test_shape_mismatch():
         random_walk(graph.to_pyg(), torch.rand(15, 2))
     with pytest.raises(TypeError, match="needs a WindowGraph"):
         random_walk(graph.to_pyg(), torch.rand(16, 2), preset="psa")
-    assert isinstance(graph, WindowGraph)

@@ -13,13 +13,17 @@ from graphseg.graph.window import WindowGraph, pixel_graph
 
 __all__ = ["CRF_PRESETS", "crf", "crf_kernels"]
 
+_PSA = {"num_iter": 10, "smooth_sxy": 3.0, "smooth_compat": 3.0, "app_sxy": 80.0,
+        "app_srgb": 13.0, "app_compat": 10.0}
+_A2GNN_CODE = {"num_iter": 10, "smooth_sxy": 2.0, "smooth_compat": 3.0, "app_sxy": 50.0,
+               "app_srgb": 5.0, "app_compat": 10.0}
 CRF_PRESETS = {
-    # PSA's deeplab-style settings, adopted by the A2GNN thesis ("same as [18]").
-    "psa": {"num_iter": 10, "smooth_sxy": 3.0, "smooth_compat": 3.0, "app_sxy": 80.0,
-            "app_srgb": 13.0, "app_compat": 10.0},
-    # The A2GNN official code.
-    "a2gnn": {"num_iter": 10, "smooth_sxy": 2.0, "smooth_compat": 3.0, "app_sxy": 50.0,
-              "app_srgb": 5.0, "app_compat": 10.0},
+    # PSA's settings, which the A2GNN thesis adopts ("same as [18]"): its "paper" preset.
+    "psa": _PSA,
+    "paper": _PSA,
+    # The A2GNN official code: its "official" preset.
+    "a2gnn": _A2GNN_CODE,
+    "official": _A2GNN_CODE,
 }
 DENSE_RADIUS = 2
 RING_AREA = 1.5 * math.pi / 8  # area of the annulus [d/√2, √2·d] per ring sample, over d²
@@ -43,6 +47,10 @@ def crf_kernels(image: Tensor, *, smooth_sxy: float, app_sxy: float, app_srgb: f
                 ) -> tuple[WindowGraph, WindowGraph]:
     """The smoothness and appearance kernels as symmetric-normalised windowed graphs (with the
     self term k(i, i) = 1, as the permutohedral filter of pydensecrf includes it)."""
+    image = _checks.as_image_batch(image, "image")
+    for name, value in (("smooth_sxy", smooth_sxy), ("app_sxy", app_sxy),
+                        ("app_srgb", app_srgb)):
+        _checks.check_positive(name, value)
     batch, _, height, width = image.shape
     radius = max(1, min(math.ceil(1.5 * smooth_sxy), max(height, width)))
     offsets = window_offsets(radius, "disk")
@@ -91,9 +99,9 @@ def crf(
     Args:
         image: ``(B, 3, H, W)`` float in [0, 1] (or ``(H, W, 3)`` uint8).
         probs: ``(B, C, H, W)`` class probabilities.
-        preset: ``"psa"`` (10 iterations, smoothness s_xy 3 / weight 3, appearance s_xy 80,
-            s_rgb 13, weight 10; the PSA and A²GNN-thesis settings) or ``"a2gnn"`` (the A²GNN
-            code: 2 / 3 and 50 / 5 / 10).
+        preset: ``"psa"`` = ``"paper"`` (10 iterations, smoothness s_xy 3 / weight 3,
+            appearance s_xy 80, s_rgb 13, weight 10; the PSA and A²GNN-thesis settings) or
+            ``"a2gnn"`` = ``"official"`` (the A²GNN code: 2 / 3 and 50 / 5 / 10).
         num_iter, smooth_sxy, smooth_compat, app_sxy, app_srgb, app_compat: override the preset.
         clip: probabilities are clipped below at this value before the log.
 

@@ -34,20 +34,25 @@ def par_affinity(image: Tensor, *, dilations: Sequence[int] = PAR_DILATIONS, w1:
     :math:`p_{ij}` = d (axial) or √2·d (diagonal). Neighbours outside the image repeat the border
     pixel (``replicate`` padding, as AFA does), not the ``drop`` rule.
     """
+    image = _checks.as_image_batch(image, "image")
+    _checks.check_positive("w1", w1)
+    _checks.check_positive("w2", w2, allow_zero=True)
     offsets = window_offsets(shape="rings", dilations=dilations)
     pad = max(dilations)
     batch, channels, height, width = image.shape
     padded = F.pad(image, (pad,) * 4, mode="replicate")
     count = offsets.shape[0]
     ones = padded.new_ones(batch, count, *padded.shape[2:])
-    total = aggregate_unchecked(ones, padded, offsets)
-    squares = aggregate_unchecked(ones, padded.square(), offsets)
-    variance = (squares - total.square() / count) / (count - 1)
-    std = variance.clamp_min(0).sqrt()
+    # The variance is taken of the differences to the centre pixel, d = I_j - I_i (the same
+    # variance): one-pass sums of raw colours cancel catastrophically in float32.
+    difference = aggregate_unchecked(ones, padded, offsets) - count * padded
     logits = padded.new_zeros(batch, count, *padded.shape[2:])
     for c in range(channels):
         squared = affinity_unchecked(padded[:, c : c + 1], offsets, "l2")
-        logits = logits - squared / ((std[:, c : c + 1] + 1e-8) * w1).square()
+        variance = (squared.sum(1, keepdim=True)
+                    - difference[:, c : c + 1].square() / count) / (count - 1)
+        std = variance.clamp_min(0).sqrt()
+        logits = logits - squared / ((std + 1e-8) * w1).square()
     logits = (logits / channels)[:, :, pad : pad + height, pad : pad + width]
     position = torch.softmax(_position_logits(offsets, w1, image.dtype), 0).to(image.device)
     return torch.softmax(logits, 1) + w2 * position.view(1, -1, 1, 1)
@@ -85,16 +90,15 @@ def par(
     if masks.shape[0] != image.shape[0]:
         raise ValueError(f"masks has batch size {masks.shape[0]} but image has {image.shape[0]}")
     _checks.check_positive("num_iter", num_iter, integer=True, allow_zero=True)
-    _checks.check_positive("w1", w1)
-    _checks.check_positive("w2", w2, allow_zero=True)
-    dilations = tuple(dilations)
-    window_offsets(shape="rings", dilations=dilations)  # validates the dilations
+    if masks.device != image.device:
+        raise ValueError(f"masks and image must be on the same device, got {masks.device} and "
+                         f"{image.device}")
+    offsets = window_offsets(shape="rings", dilations=dilations)
     height, width = image.shape[2:]
     if masks.shape[2:] != image.shape[2:]:
         masks = F.interpolate(masks, size=(height, width), mode="bilinear", align_corners=True)
     image = image.to(masks.dtype)
     affinity = par_affinity(image, dilations=dilations, w1=w1, w2=w2)
-    offsets = window_offsets(shape="rings", dilations=dilations)
     pad = max(dilations)
     weight = F.pad(affinity, (pad,) * 4)
     for _ in range(num_iter):
