@@ -22,10 +22,14 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join("graphseg_ext", "csrc")
 
 
+def _sources(*patterns):
+    return sorted(path for pattern in patterns for path in glob.glob(os.path.join(CSRC, pattern)))
+
+
 def _extensions():
     if os.environ.get("GRAPHSEG_BUILD_EXT", "1") == "0":
         return [], {}
-    sources = sorted(glob.glob(os.path.join(CSRC, "*.cpp")))
+    sources = _sources("*.cpp", os.path.join("cpu", "*.cpp"))
     if not sources:
         return [], {}
     try:
@@ -39,7 +43,10 @@ def _extensions():
     want_cuda = os.environ.get("GRAPHSEG_BUILD_CUDA", "1") != "0" and (
         os.environ.get("FORCE_CUDA", "0") == "1" or torch.cuda.is_available()
     ) and cpp_extension.CUDA_HOME is not None and torch.version.cuda is not None
-    cxx_flags = ["-O3", "-std=c++17", "-fno-math-errno", "-fno-trapping-math"]
+    # No -std (torch's helpers add the standard its headers need) and no -march=native (the CPU
+    # kernels carry their own AVX-512 / AVX2 clones); -fopenmp-simd enables `omp simd`
+    # reductions without the OpenMP runtime.
+    cxx_flags = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd"]
     kwargs = dict(
         name="graphseg_ext._C",
         sources=list(sources),
@@ -48,8 +55,9 @@ def _extensions():
         py_limited_api=False,
     )
     if want_cuda:
-        kwargs["sources"] += sorted(glob.glob(os.path.join(CSRC, "cuda", "*.cu")))
-        kwargs["extra_compile_args"]["nvcc"] = ["-O3", "--use_fast_math", "-std=c++17"]
+        # Kernels (*.cu, free of torch headers) and their torch glue (*.cpp) exist only here.
+        kwargs["sources"] += _sources(os.path.join("cuda", "*.cu"), os.path.join("cuda", "*.cpp"))
+        kwargs["extra_compile_args"]["nvcc"] = ["-O3"]
         kwargs["define_macros"] = [("GRAPHSEG_WITH_CUDA", None)]
         ext = cpp_extension.CUDAExtension(**kwargs)
     else:

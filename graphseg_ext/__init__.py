@@ -1,22 +1,171 @@
 """Compiled window ops for graphseg (C++ CPU and CUDA kernels).
 
-Interface used by :mod:`graphseg.ops`:
+The ops are registered with the PyTorch dispatcher as ``torch.ops.graphseg_ext.*`` (schemas and
+kernels in ``csrc/``, fake kernels and autograd in :mod:`graphseg_ext._registration`), so they work
+with autograd, ``torch.compile`` and meta tensors. The functions below are the interface that
+:mod:`graphseg.ops` calls; they place the offsets on the data's device and add ``out=`` buffers.
 
-- ``is_available()``: whether the compiled library ``graphseg_ext._C`` is loaded;
-- ``supports(tensor)``: whether the kernels handle this tensor's device and dtype;
-- ``local_affinity(features, offsets, kind)`` and ``window_aggregate(weight, values, offsets)``.
+Importing this package never fails: when the compiled library ``graphseg_ext._C`` is missing or
+does not load, :func:`is_available` returns False and graphseg uses its pure-PyTorch reference.
+
+Kernels: CPU float32 and float64; CUDA float16, bfloat16, float32 and float64 when the
+extension was built against a CUDA-enabled torch.
 """
 
 from __future__ import annotations
 
-__all__ = ["is_available", "supports"]
+import torch
+from torch import Tensor
+
+try:
+    from graphseg_ext import _C
+except ImportError:  # not built, or built against another torch
+    _C = None
+else:
+    from graphseg_ext import _registration  # noqa: F401  (fake kernels and autograd)
+
+__all__ = [
+    "is_available",
+    "local_affinity",
+    "supports",
+    "window_aggregate",
+    "window_aggregate_transpose",
+    "window_dot",
+]
+
+_CPU_DTYPES = (torch.float32, torch.float64)
+_CUDA_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def is_available() -> bool:
     """Whether the compiled kernels are built and loaded."""
-    return False
+    return _C is not None
 
 
-def supports(tensor) -> bool:  # noqa: ARG001 - no kernels yet
+def supports(tensor: Tensor) -> bool:
     """Whether the compiled kernels handle ``tensor``'s device and dtype."""
+    if _C is None:
+        return False
+    if tensor.device.type == "cpu":
+        return tensor.dtype in _CPU_DTYPES
+    if tensor.device.type == "cuda":
+        return bool(_C.WITH_CUDA) and tensor.dtype in _CUDA_DTYPES
     return False
+
+
+def _ops():
+    if _C is None:
+        raise RuntimeError("graphseg_ext._C is not built: reinstall graphseg with "
+                           "`pip install --no-build-isolation -e .` and a C++ compiler")
+    return torch.ops.graphseg_ext
+
+
+def _offsets_for(offsets: Tensor, data: Tensor) -> Tensor:
+    return offsets.to(device=data.device, dtype=torch.int64)
+
+
+def _no_grad_for_out(name: str, *tensors: Tensor) -> None:
+    # Like torch's own out= functions: writing into a caller's buffer cannot be recorded.
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        raise RuntimeError(f"{name}(..., out=...) does not support automatic differentiation; "
+                           "call it without out= or under torch.no_grad()")
+
+
+def local_affinity(features: Tensor, offsets: Tensor, kind: str, *,
+                   out: Tensor | None = None) -> Tensor:
+    """Distance or product between each pixel and each of its window neighbours.
+
+    ``out[b, k, y, x] = pair(features[b, :, y, x], features[b, :, y + dy_k, x + dx_k])`` with
+    pair the L1 distance (``"l1"``), squared L2 distance (``"l2"``) or dot product (``"dot"``);
+    0 where the neighbour is outside the image. Differentiable once in ``features``.
+
+    Args:
+        features: ``(B, C, H, W)`` map, any memory layout.
+        offsets: ``(K, 2)`` integer (dy, dx) offsets, on any device.
+        kind: ``"l1"``, ``"l2"`` or ``"dot"``.
+        out: optional contiguous ``(B, K, H, W)`` buffer to write into (saves allocating and
+            page-faulting a fresh output); not differentiable.
+
+    Returns:
+        ``(B, K, H, W)`` tensor (``out`` when given).
+    """
+    offsets = _offsets_for(offsets, features)
+    if out is None:
+        return _ops().local_affinity(features, offsets, kind)
+    _no_grad_for_out("local_affinity", features)
+    _ops().local_affinity_out(features, offsets, kind, out)
+    return out
+
+
+def window_aggregate(weight: Tensor, values: Tensor, offsets: Tensor, *,
+                     out: Tensor | None = None) -> Tensor:
+    """Weighted sum of each pixel's window neighbours, ``A v`` for the windowed graph ``A``.
+
+    ``out[b, :, p] = Σ_k weight[b, k, p] · values[b, :, p + o_k]`` over in-image neighbours.
+    Differentiable (to any order) in ``weight`` and ``values``.
+
+    Args:
+        weight: ``(B, K, H, W)`` edge weights.
+        values: ``(B, C, H, W)`` node values, same dtype and device.
+        offsets: ``(K, 2)`` integer offsets matching ``weight``.
+        out: optional contiguous ``(B, C, H, W)`` buffer to write into; not differentiable.
+
+    Returns:
+        ``(B, C, H, W)`` tensor (``out`` when given).
+    """
+    offsets = _offsets_for(offsets, values)
+    if out is None:
+        return _ops().window_aggregate(weight, values, offsets)
+    _no_grad_for_out("window_aggregate", weight, values)
+    _ops().window_aggregate_out(weight, values, offsets, out)
+    return out
+
+
+def window_aggregate_transpose(weight: Tensor, values: Tensor, offsets: Tensor, *,
+                               out: Tensor | None = None) -> Tensor:
+    """The adjoint of :func:`window_aggregate` in ``values``, ``Aᵀ v``.
+
+    ``out[b, :, q] = Σ_k weight[b, k, q − o_k] · values[b, :, q − o_k]``; with ``values`` all ones
+    it gives the in-degrees (column sums) of the graph. Differentiable in both inputs.
+
+    Args:
+        weight: ``(B, K, H, W)`` edge weights.
+        values: ``(B, C, H, W)`` node values, same dtype and device.
+        offsets: ``(K, 2)`` integer offsets matching ``weight``.
+        out: optional contiguous ``(B, C, H, W)`` buffer to write into; not differentiable.
+
+    Returns:
+        ``(B, C, H, W)`` tensor (``out`` when given).
+    """
+    offsets = _offsets_for(offsets, values)
+    if out is None:
+        return _ops().window_aggregate_transpose(weight, values, offsets)
+    _no_grad_for_out("window_aggregate_transpose", weight, values)
+    _ops().window_aggregate_transpose_out(weight, values, offsets, out)
+    return out
+
+
+def window_dot(left: Tensor, right: Tensor, offsets: Tensor, *,
+               out: Tensor | None = None) -> Tensor:
+    """Dot product of each pixel of ``left`` with each window neighbour in ``right``.
+
+    ``out[b, k, p] = <left[b, :, p], right[b, :, p + o_k]>``, 0 where the neighbour is outside the
+    image: the gradient of :func:`window_aggregate` in ``weight``, and
+    ``local_affinity(f, offsets, "dot")`` when ``left`` and ``right`` are both ``f``.
+    Differentiable in both inputs.
+
+    Args:
+        left: ``(B, C, H, W)`` map.
+        right: ``(B, C, H, W)`` map, same dtype and device.
+        offsets: ``(K, 2)`` integer offsets.
+        out: optional contiguous ``(B, K, H, W)`` buffer to write into; not differentiable.
+
+    Returns:
+        ``(B, K, H, W)`` tensor (``out`` when given).
+    """
+    offsets = _offsets_for(offsets, left)
+    if out is None:
+        return _ops().window_dot(left, right, offsets)
+    _no_grad_for_out("window_dot", left, right)
+    _ops().window_dot_out(left, right, offsets, out)
+    return out

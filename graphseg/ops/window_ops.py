@@ -163,5 +163,8 @@ def aggregate_unchecked(weight: Tensor, values: Tensor, offsets: Tensor) -> Tens
 
 def window_aggregate_transpose(weight: Tensor, values: Tensor, offsets: Tensor) -> Tensor:
     """The adjoint of :func:`window_aggregate` in ``values`` (``Aᵀ v``); inputs are trusted."""
+    ext = _ext_for(weight, values)
+    if ext is not None:
+        return ext.window_aggregate_transpose(weight, values, offsets)
     return reference.window_aggregate_transpose(weight, values, offsets.cpu())
 

@@ -1,0 +1,136 @@
+"""Fake kernels and autograd formulas of the ``torch.ops.graphseg_ext`` ops.
+
+Imported by :mod:`graphseg_ext` once the compiled library has registered the op schemas. The fake
+kernels give output shapes to ``torch.compile`` and meta tensors; the autograd formulas are
+themselves compositions of the compiled ops, so no gradient falls back to Python loops.
+
+The three linear ops are closed under differentiation, which makes them differentiable to any
+order (``A`` is the windowed graph of ``weight``, ``v`` the values):
+
+- ``window_aggregate(w, v) = A v``: d/dw = ``window_dot(g, v)``,
+  d/dv = ``window_aggregate_transpose(w, g)``;
+- ``window_aggregate_transpose(w, v) = Aᵀ v``: d/dw = ``window_dot(v, g)``,
+  d/dv = ``window_aggregate(w, g)``;
+- ``window_dot(a, b)[k, p] = <a(p), b(p + o_k)>``: d/da = ``window_aggregate(g, b)``,
+  d/db = ``window_aggregate_transpose(g, a)``.
+
+``local_affinity`` has a fused first derivative (``local_affinity_backward``) and no second one.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.library import register_autograd, register_fake
+
+_ops = torch.ops.graphseg_ext
+
+
+def _pair_shape(image, offsets):
+    return (image.shape[0], offsets.shape[0], image.shape[2], image.shape[3])
+
+
+@register_fake("graphseg_ext::local_affinity")
+def _local_affinity_fake(features, offsets, kind):
+    return features.new_empty(_pair_shape(features, offsets))
+
+
+@register_fake("graphseg_ext::local_affinity_out")
+def _local_affinity_out_fake(features, offsets, kind, out):
+    return None
+
+
+@register_fake("graphseg_ext::local_affinity_backward")
+def _local_affinity_backward_fake(grad, features, offsets, kind):
+    return features.new_empty(features.shape)
+
+
+@register_fake("graphseg_ext::window_aggregate")
+def _window_aggregate_fake(weight, values, offsets):
+    return values.new_empty(values.shape)
+
+
+@register_fake("graphseg_ext::window_aggregate_out")
+def _window_aggregate_out_fake(weight, values, offsets, out):
+    return None
+
+
+@register_fake("graphseg_ext::window_aggregate_transpose")
+def _window_aggregate_transpose_fake(weight, values, offsets):
+    return values.new_empty(values.shape)
+
+
+@register_fake("graphseg_ext::window_aggregate_transpose_out")
+def _window_aggregate_transpose_out_fake(weight, values, offsets, out):
+    return None
+
+
+@register_fake("graphseg_ext::window_dot")
+def _window_dot_fake(left, right, offsets):
+    return left.new_empty(_pair_shape(left, offsets))
+
+
+@register_fake("graphseg_ext::window_dot_out")
+def _window_dot_out_fake(left, right, offsets, out):
+    return None
+
+
+def _save_inputs(ctx, inputs, output):
+    ctx.save_for_backward(*inputs[:3])
+
+
+def _save_affinity_inputs(ctx, inputs, output):
+    features, offsets, kind = inputs
+    ctx.save_for_backward(features, offsets)
+    ctx.kind = kind
+
+
+def _local_affinity_backward(ctx, grad):
+    features, offsets = ctx.saved_tensors
+    return _ops.local_affinity_backward(grad, features, offsets, ctx.kind), None, None
+
+
+def _local_affinity_double_backward(ctx, grad):
+    raise NotImplementedError(
+        "graphseg_ext: local_affinity is differentiable once; its second derivative is not "
+        "implemented (use graphseg.ops with backend 'reference' for higher-order gradients)"
+    )
+
+
+def _window_aggregate_backward(ctx, grad):
+    weight, values, offsets = ctx.saved_tensors
+    grad_weight = grad_values = None
+    if ctx.needs_input_grad[0]:
+        grad_weight = _ops.window_dot(grad, values, offsets)
+    if ctx.needs_input_grad[1]:
+        grad_values = _ops.window_aggregate_transpose(weight, grad, offsets)
+    return grad_weight, grad_values, None
+
+
+def _window_aggregate_transpose_backward(ctx, grad):
+    weight, values, offsets = ctx.saved_tensors
+    grad_weight = grad_values = None
+    if ctx.needs_input_grad[0]:
+        grad_weight = _ops.window_dot(values, grad, offsets)
+    if ctx.needs_input_grad[1]:
+        grad_values = _ops.window_aggregate(weight, grad, offsets)
+    return grad_weight, grad_values, None
+
+
+def _window_dot_backward(ctx, grad):
+    left, right, offsets = ctx.saved_tensors
+    grad_left = grad_right = None
+    if ctx.needs_input_grad[0]:
+        grad_left = _ops.window_aggregate(grad, right, offsets)
+    if ctx.needs_input_grad[1]:
+        grad_right = _ops.window_aggregate_transpose(grad, left, offsets)
+    return grad_left, grad_right, None
+
+
+register_autograd("graphseg_ext::local_affinity", _local_affinity_backward,
+                  setup_context=_save_affinity_inputs)
+register_autograd("graphseg_ext::local_affinity_backward", _local_affinity_double_backward)
+register_autograd("graphseg_ext::window_aggregate", _window_aggregate_backward,
+                  setup_context=_save_inputs)
+register_autograd("graphseg_ext::window_aggregate_transpose",
+                  _window_aggregate_transpose_backward, setup_context=_save_inputs)
+register_autograd("graphseg_ext::window_dot", _window_dot_backward, setup_context=_save_inputs)

@@ -1,0 +1,139 @@
+// Operator schemas of graphseg_ext, the argument checks every backend shares, and the Python
+// module entry point. Kernels live in cpu/ and cuda/; autograd and fake kernels are registered
+// from Python (graphseg_ext/_registration.py).
+#include "window_ops.h"
+
+#include <ATen/MemoryOverlap.h>
+#include <Python.h>
+#include <torch/library.h>
+
+namespace graphseg_ext {
+
+PairKind parse_kind(std::string_view kind) {
+  if (kind == "l1") return PairKind::L1;
+  if (kind == "l2") return PairKind::L2;
+  if (kind == "dot") return PairKind::Dot;
+  TORCH_CHECK_VALUE(false, "kind must be one of 'dot', 'l1', 'l2', got '", kind, "'");
+}
+
+Gather gradient_of(PairKind kind) {
+  switch (kind) {
+    case PairKind::L1:
+      return Gather::L1Grad;
+    case PairKind::L2:
+      return Gather::L2Grad;
+    case PairKind::Dot:
+      return Gather::DotGrad;
+  }
+  TORCH_INTERNAL_ASSERT(false, "unhandled PairKind");
+}
+
+std::vector<int64_t> pair_shape(const at::Tensor& image, const at::Tensor& offsets) {
+  return {image.size(0), offsets.size(0), image.size(2), image.size(3)};
+}
+
+namespace {
+
+void check_offsets(const char* op, const at::Tensor& offsets, const at::Tensor& like) {
+  TORCH_CHECK_VALUE(offsets.dim() == 2 && offsets.size(1) == 2, op,
+                    ": offsets must have shape (K, 2), got ", offsets.sizes());
+  TORCH_CHECK_TYPE(offsets.scalar_type() == at::kLong, op, ": offsets must be int64, got ",
+                   offsets.scalar_type());
+  TORCH_CHECK_VALUE(offsets.device() == like.device(), op, ": offsets must be on ",
+                    like.device(), " like the data, got ", offsets.device());
+}
+
+void check_image(const char* op, const char* name, const at::Tensor& t) {
+  TORCH_CHECK_VALUE(t.dim() == 4, op, ": ", name, " must have shape (B, C, H, W), got ",
+                    t.sizes());
+  TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()), op, ": ", name,
+                   " must be floating point, got ", t.scalar_type());
+}
+
+void check_same_kind(const char* op, const char* name_a, const at::Tensor& a, const char* name_b,
+                     const at::Tensor& b) {
+  TORCH_CHECK_TYPE(a.scalar_type() == b.scalar_type(), op, ": ", name_a, " and ", name_b,
+                   " must share a dtype, got ", a.scalar_type(), " and ", b.scalar_type());
+  TORCH_CHECK_VALUE(a.device() == b.device(), op, ": ", name_a, " and ", name_b,
+                    " must be on the same device, got ", a.device(), " and ", b.device());
+}
+
+}  // namespace
+
+void check_pair_args(const char* op, const at::Tensor& left, const at::Tensor& right,
+                     const at::Tensor& offsets, const char* left_name, const char* right_name) {
+  check_image(op, left_name, left);
+  check_image(op, right_name, right);
+  TORCH_CHECK_VALUE(left.sizes() == right.sizes(), op, ": ", left_name, " and ", right_name,
+                    " must have the same shape, got ", left.sizes(), " and ", right.sizes());
+  check_same_kind(op, left_name, left, right_name, right);
+  check_offsets(op, offsets, left);
+}
+
+void check_aggregate_args(const char* op, const at::Tensor& weight, const at::Tensor& values,
+                          const at::Tensor& offsets, const char* weight_name,
+                          const char* values_name) {
+  check_image(op, weight_name, weight);
+  check_image(op, values_name, values);
+  TORCH_CHECK_VALUE(weight.size(0) == values.size(0) && weight.size(2) == values.size(2) &&
+                        weight.size(3) == values.size(3),
+                    op, ": ", weight_name, " (B, K, H, W) and ", values_name,
+                    " (B, C, H, W) must share B, H and W, got ", weight.sizes(), " and ",
+                    values.sizes());
+  check_same_kind(op, weight_name, weight, values_name, values);
+  check_offsets(op, offsets, weight);
+  TORCH_CHECK_VALUE(weight.size(1) == offsets.size(0), op, ": ", weight_name, " has ",
+                    weight.size(1), " window entries (dim 1) but offsets has ", offsets.size(0),
+                    " rows");
+}
+
+void check_out_arg(const char* op, const at::Tensor& out, at::IntArrayRef shape,
+                   at::TensorList inputs) {
+  TORCH_CHECK_VALUE(out.sizes() == shape, op, ": out must have shape ", shape, ", got ",
+                    out.sizes());
+  check_same_kind(op, "out", out, "the inputs", inputs[0]);
+  TORCH_CHECK_VALUE(out.is_contiguous(), op, ": out must be contiguous");
+  at::assert_no_internal_overlap(out);
+  for (const at::Tensor& input : inputs) at::assert_no_overlap(out, input);
+}
+
+TORCH_LIBRARY(graphseg_ext, m) {
+  m.def("local_affinity(Tensor features, Tensor offsets, str kind) -> Tensor");
+  m.def("local_affinity_out(Tensor features, Tensor offsets, str kind, Tensor(a!) out) -> ()");
+  m.def("local_affinity_backward(Tensor grad, Tensor features, Tensor offsets, str kind) "
+        "-> Tensor");
+  m.def("window_aggregate(Tensor weight, Tensor values, Tensor offsets) -> Tensor");
+  m.def("window_aggregate_out(Tensor weight, Tensor values, Tensor offsets, Tensor(a!) out) -> ()");
+  m.def("window_aggregate_transpose(Tensor weight, Tensor values, Tensor offsets) -> Tensor");
+  m.def("window_aggregate_transpose_out(Tensor weight, Tensor values, Tensor offsets, "
+        "Tensor(a!) out) -> ()");
+  m.def("window_dot(Tensor left, Tensor right, Tensor offsets) -> Tensor");
+  m.def("window_dot_out(Tensor left, Tensor right, Tensor offsets, Tensor(a!) out) -> ()");
+}
+
+}  // namespace graphseg_ext
+
+namespace {
+
+PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "_C",
+    "Compiled kernels of graphseg_ext; the ops are torch.ops.graphseg_ext.*.", -1, nullptr,
+};
+
+}  // namespace
+
+// Importing the module runs the static TORCH_LIBRARY registrations above; WITH_CUDA tells Python
+// whether CUDA kernels were compiled in.
+PyMODINIT_FUNC PyInit__C() {
+  PyObject* module = PyModule_Create(&module_def);
+#ifdef GRAPHSEG_WITH_CUDA
+  const long with_cuda = 1;
+#else
+  const long with_cuda = 0;
+#endif
+  if (module != nullptr && PyModule_AddIntConstant(module, "WITH_CUDA", with_cuda) < 0) {
+    Py_DECREF(module);
+    return nullptr;
+  }
+  return module;
+}

@@ -1,0 +1,295 @@
+"""The compiled window ops of graphseg_ext against the pure-PyTorch reference.
+
+Skipped as a whole when the extension is not built, unless ``GRAPHSEG_REQUIRE_EXT=1``, which
+turns a missing extension into a failure.
+"""
+
+import os
+import random
+
+import pytest
+import torch
+
+import graphseg_ext
+from graphseg import window_offsets
+from graphseg.ops import reference
+
+REQUIRE_EXT = os.environ.get("GRAPHSEG_REQUIRE_EXT") == "1"
+
+if not graphseg_ext.is_available() and not REQUIRE_EXT:
+    pytest.skip("graphseg_ext is not built (GRAPHSEG_REQUIRE_EXT=1 makes this a failure)",
+                allow_module_level=True)
+
+KINDS = ("l1", "l2", "dot")
+OFFSETS = {
+    "disk1": window_offsets(1),
+    "disk3": window_offsets(3),
+    "psa3": window_offsets(3, "psa"),
+    "square2": window_offsets(2, "square"),
+    "rings124": window_offsets(shape="rings", dilations=[1, 2, 4]),
+}
+# (B, C, H, W): 1×1 and batch 0, images smaller than the window, rows longer than a vector,
+# channel counts on both sides of the planar / channels-last switch of the pair kernels (56),
+# channel groups with remainders.
+SHAPES = [
+    (1, 1, 1, 1),
+    (0, 3, 5, 6),
+    (2, 3, 2, 3),
+    (1, 2, 7, 1),
+    (2, 3, 9, 13),
+    (1, 13, 10, 45),
+    (2, 5, 12, 64),
+    (1, 30, 6, 11),
+    (1, 64, 6, 11),
+    (2, 70, 9, 37),
+]
+TOL = {torch.float32: {"rtol": 1e-4, "atol": 1e-4}, torch.float64: {"rtol": 1e-10, "atol": 1e-10}}
+
+
+def _rand(shape, dtype, seed, layout="contiguous"):
+    gen = torch.Generator().manual_seed(seed)
+    if layout == "noncontiguous":
+        b, c, h, w = shape
+        return torch.randn((b, c, w, h), generator=gen, dtype=dtype).transpose(2, 3)
+    x = torch.randn(shape, generator=gen, dtype=dtype)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def _ref_window_dot(left, right, offsets):
+    batch, _, height, width = left.shape
+    out = left.new_zeros(batch, offsets.shape[0], height, width)
+    for k, (dy, dx) in enumerate(offsets.tolist()):
+        y0, y1, x0, x1 = reference.valid_box(dy, dx, height, width)
+        if y1 > y0 and x1 > x0:
+            out[:, k, y0:y1, x0:x1] = (left[:, :, y0:y1, x0:x1]
+                                       * right[:, :, y0 + dy:y1 + dy, x0 + dx:x1 + dx]).sum(1)
+    return out
+
+
+def _grads(out, inputs, grad):
+    # The reference builds no graph when every neighbour lies outside the image.
+    if not out.requires_grad:
+        return tuple(torch.zeros_like(t) for t in inputs)
+    grads = torch.autograd.grad(out, inputs, grad, allow_unused=True)
+    return tuple(torch.zeros_like(t) if g is None else g
+                 for t, g in zip(inputs, grads, strict=True))
+
+
+def _random_cases(count, seed):
+    rng = random.Random(seed)
+    names = sorted(OFFSETS)
+    return [(rng.choice(SHAPES), rng.choice(names), rng.choice((torch.float32, torch.float64)),
+             rng.choice(("contiguous", "channels_last", "noncontiguous"))) for _ in range(count)]
+
+
+def test_extension_loaded():
+    assert graphseg_ext.is_available(), "graphseg_ext._C failed to load"
+
+
+def test_supports():
+    assert graphseg_ext.supports(torch.zeros(1))
+    assert graphseg_ext.supports(torch.zeros(1, dtype=torch.float64))
+    assert not graphseg_ext.supports(torch.zeros(1, dtype=torch.float16))
+    assert not graphseg_ext.supports(torch.zeros(1, dtype=torch.int64))
+    assert not graphseg_ext.supports(torch.zeros(1, device="meta"))
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("offsets", sorted(OFFSETS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_forward_matches_reference(shape, offsets, dtype):
+    off = OFFSETS[offsets]
+    features = _rand(shape, dtype, 0)
+    weight = _rand((shape[0], off.shape[0], *shape[2:]), dtype, 1)
+    other = _rand(shape, dtype, 2)
+    for kind in KINDS:
+        torch.testing.assert_close(graphseg_ext.local_affinity(features, off, kind),
+                                   reference.local_affinity(features, off, kind), **TOL[dtype])
+    torch.testing.assert_close(graphseg_ext.window_aggregate(weight, features, off),
+                               reference.window_aggregate(weight, features, off), **TOL[dtype])
+    torch.testing.assert_close(graphseg_ext.window_aggregate_transpose(weight, features, off),
+                               reference.window_aggregate_transpose(weight, features, off),
+                               **TOL[dtype])
+    torch.testing.assert_close(graphseg_ext.window_dot(features, other, off),
+                               _ref_window_dot(features, other, off), **TOL[dtype])
+
+
+@pytest.mark.parametrize(("shape", "offsets", "dtype", "layout"), _random_cases(24, seed=3),
+                         ids=str)
+def test_gradients_match_reference(shape, offsets, dtype, layout):
+    off = OFFSETS[offsets]
+    features = _rand(shape, dtype, 4, layout).requires_grad_()
+    weight = _rand((shape[0], off.shape[0], *shape[2:]), dtype, 5, layout).requires_grad_()
+    grad_pair = _rand((shape[0], off.shape[0], *shape[2:]), dtype, 6)
+    grad_values = _rand(shape, dtype, 7)
+    for kind in KINDS:
+        ours = graphseg_ext.local_affinity(features, off, kind)
+        ref = reference.local_affinity(features, off, kind)
+        torch.testing.assert_close(ours, ref, **TOL[dtype])
+        torch.testing.assert_close(_grads(ours, (features,), grad_pair),
+                                   _grads(ref, (features,), grad_pair), **TOL[dtype])
+    ours = graphseg_ext.window_aggregate(weight, features, off)
+    ref = reference.window_aggregate(weight, features, off)
+    torch.testing.assert_close(ours, ref, **TOL[dtype])
+    torch.testing.assert_close(_grads(ours, (weight, features), grad_values),
+                               _grads(ref, (weight, features), grad_values), **TOL[dtype])
+
+
+def test_large_output_is_streamed_correctly():
+    # Outputs above 8 MiB are written with non-temporal stores.
+    off = window_offsets(5)
+    features = _rand((1, 2, 160, 200), torch.float32, 8)
+    torch.testing.assert_close(graphseg_ext.local_affinity(features, off, "l2"),
+                               reference.local_affinity(features, off, "l2"), **TOL[torch.float32])
+
+
+def test_offsets_of_any_integer_dtype():
+    features = _rand((1, 3, 6, 7), torch.float64, 9)
+    off = window_offsets(2)
+    torch.testing.assert_close(graphseg_ext.local_affinity(features, off.int(), "l1"),
+                               graphseg_ext.local_affinity(features, off, "l1"))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_gradcheck_local_affinity(kind):
+    features = _rand((2, 3, 5, 6), torch.float64, 10).requires_grad_()
+    off = OFFSETS["rings124"]
+    assert torch.autograd.gradcheck(lambda f: graphseg_ext.local_affinity(f, off, kind),
+                                    (features,))
+
+
+def test_gradcheck_window_ops():
+    off = window_offsets(2)
+    weight = _rand((2, off.shape[0], 5, 6), torch.float64, 11).requires_grad_()
+    values = _rand((2, 3, 5, 6), torch.float64, 12).requires_grad_()
+    other = _rand((2, 3, 5, 6), torch.float64, 13).requires_grad_()
+    for fn, inputs in [(graphseg_ext.window_aggregate, (weight, values)),
+                       (graphseg_ext.window_aggregate_transpose, (weight, values)),
+                       (graphseg_ext.window_dot, (values, other))]:
+        assert torch.autograd.gradcheck(lambda a, b, fn=fn: fn(a, b, off), inputs)
+        assert torch.autograd.gradgradcheck(lambda a, b, fn=fn: fn(a, b, off), inputs)
+
+
+def test_local_affinity_second_derivative_is_refused():
+    features = _rand((1, 2, 4, 4), torch.float64, 14).requires_grad_()
+    (grad,) = torch.autograd.grad(graphseg_ext.local_affinity(features, window_offsets(1), "l1")
+                                  .sum(), features, create_graph=True)
+    with pytest.raises(NotImplementedError, match="differentiable once"):
+        grad.sum().backward()
+
+
+def _opcheck_cases():
+    off = window_offsets(2)
+    features = _rand((2, 3, 5, 6), torch.float64, 15).requires_grad_()
+    wide = _rand((1, 64, 4, 5), torch.float64, 16).requires_grad_()
+    weight = _rand((2, off.shape[0], 5, 6), torch.float64, 17).requires_grad_()
+    ops = torch.ops.graphseg_ext
+    pair_out = torch.empty(2, off.shape[0], 5, 6, dtype=torch.float64)
+    cases = [(ops.local_affinity.default, (f, off, kind)) for f in (features, wide)
+             for kind in KINDS]
+    cases += [
+        (ops.local_affinity_backward.default, (weight.detach(), features.detach(), off, "l1")),
+        (ops.local_affinity_out.default, (features.detach(), off, "l2", pair_out)),
+        (ops.window_aggregate.default, (weight, features, off)),
+        (ops.window_aggregate_out.default,
+         (weight.detach(), features.detach(), off, torch.empty_like(features.detach()))),
+        (ops.window_aggregate_transpose.default, (weight, features, off)),
+        (ops.window_aggregate_transpose_out.default,
+         (weight.detach(), features.detach(), off, torch.empty_like(features.detach()))),
+        (ops.window_dot.default, (features, features.detach().flip(3).requires_grad_(), off)),
+        (ops.window_dot_out.default,
+         (features.detach(), features.detach().flip(2), off, pair_out.clone())),
+    ]
+    return cases
+
+
+@pytest.mark.parametrize("case", range(len(_opcheck_cases())))
+def test_opcheck(case):
+    op, args = _opcheck_cases()[case]
+    torch.library.opcheck(op, args)
+
+
+def test_out_buffers():
+    off = window_offsets(3)
+    features = _rand((2, 4, 9, 40), torch.float32, 18)
+    weight = _rand((2, off.shape[0], 9, 40), torch.float32, 19)
+    out = torch.full((2, off.shape[0], 9, 40), float("nan"))
+    assert graphseg_ext.local_affinity(features, off, "l1", out=out) is out
+    torch.testing.assert_close(out, graphseg_ext.local_affinity(features, off, "l1"))
+    assert graphseg_ext.window_dot(features, features, off, out=out) is out
+    torch.testing.assert_close(out, graphseg_ext.local_affinity(features, off, "dot"))
+    out = torch.full_like(features, float("nan"))
+    assert graphseg_ext.window_aggregate(weight, features, off, out=out) is out
+    torch.testing.assert_close(out, graphseg_ext.window_aggregate(weight, features, off))
+    assert graphseg_ext.window_aggregate_transpose(weight, features, off, out=out) is out
+    torch.testing.assert_close(out, graphseg_ext.window_aggregate_transpose(weight, features, off))
+
+
+def test_out_buffer_errors():
+    off = window_offsets(1, "square")
+    features = _rand((1, 2, 4, 5), torch.float32, 20)
+    weight = torch.ones(1, 8, 4, 5)
+    with pytest.raises(ValueError, match="out must have shape"):
+        graphseg_ext.local_affinity(features, off, "l1", out=torch.empty(1, 8, 4, 4))
+    with pytest.raises(TypeError, match="share a dtype"):
+        graphseg_ext.local_affinity(features, off, "l1",
+                                    out=torch.empty(1, 8, 4, 5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="contiguous"):
+        graphseg_ext.local_affinity(features, off, "l1",
+                                    out=torch.empty(1, 8, 5, 4).transpose(2, 3))
+    with pytest.raises(RuntimeError, match="automatic differentiation"):
+        graphseg_ext.window_aggregate(weight.requires_grad_(), features, off,
+                                      out=torch.empty_like(features))
+    with pytest.raises(RuntimeError, match="single memory location"):
+        graphseg_ext.window_aggregate(weight.detach(), features, off, out=features)
+
+
+def test_argument_errors():
+    off = window_offsets(1, "square")
+    features = _rand((1, 2, 4, 5), torch.float32, 21)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        graphseg_ext.local_affinity(features, off, "cosine")
+    with pytest.raises(ValueError, match="shape \\(B, C, H, W\\)"):
+        graphseg_ext.local_affinity(features[0], off, "l1")
+    with pytest.raises(ValueError, match="offsets must have shape \\(K, 2\\)"):
+        graphseg_ext.local_affinity(features, off[:, :1], "l1")
+    with pytest.raises(ValueError, match="must share B, H and W"):
+        graphseg_ext.window_aggregate(torch.ones(1, 8, 4, 4), features, off)
+    with pytest.raises(ValueError, match="8 window entries"):
+        graphseg_ext.window_aggregate(torch.ones(1, 8, 4, 5), features, off[:4])
+    with pytest.raises(TypeError, match="share a dtype"):
+        graphseg_ext.window_aggregate(torch.ones(1, 8, 4, 5, dtype=torch.float64), features, off)
+    with pytest.raises(RuntimeError, match="Half"):
+        graphseg_ext.local_affinity(features.half(), off, "l1")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64],
+                         ids=str)
+def test_cuda_matches_cpu(dtype):
+    if not graphseg_ext.supports(torch.zeros(1, device="cuda", dtype=dtype)):
+        pytest.skip("graphseg_ext was built without CUDA kernels")
+    tol = {torch.float16: 2e-2, torch.bfloat16: 1e-1}.get(dtype, 1e-4)
+    off = window_offsets(shape="rings", dilations=[1, 3])
+    features = _rand((2, 5, 11, 23), torch.float64, 22)
+    weight = _rand((2, off.shape[0], 11, 23), torch.float64, 23)
+    gpu = {"features": features.cuda().to(dtype).requires_grad_(),
+           "weight": weight.cuda().to(dtype).requires_grad_()}
+    cpu = {name: t.detach().cpu().double().requires_grad_() for name, t in gpu.items()}
+    for kind in KINDS:
+        ours = graphseg_ext.local_affinity(gpu["features"], off, kind)
+        ref = graphseg_ext.local_affinity(cpu["features"], off, kind)
+        torch.testing.assert_close(ours.double().cpu(), ref, rtol=tol, atol=tol)
+        grad = torch.ones_like(ref)
+        torch.testing.assert_close(
+            torch.autograd.grad(ours, gpu["features"], grad.to(ours))[0].double().cpu(),
+            torch.autograd.grad(ref, cpu["features"], grad)[0], rtol=tol, atol=tol)
+    ours = graphseg_ext.window_aggregate(gpu["weight"], gpu["features"], off)
+    ref = graphseg_ext.window_aggregate(cpu["weight"], cpu["features"], off)
+    torch.testing.assert_close(ours.double().cpu(), ref, rtol=tol, atol=tol)
+    grads = torch.autograd.grad(ours, (gpu["weight"], gpu["features"]), torch.ones_like(ours))
+    ref_grads = torch.autograd.grad(ref, (cpu["weight"], cpu["features"]), torch.ones_like(ref))
+    for a, b in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(a.double().cpu(), b, rtol=tol, atol=tol)
