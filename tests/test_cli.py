@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -29,6 +30,12 @@ def test_module_entry_point_help():
     assert "--out" in result.stdout
 
 
+def _current_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     target = tmp_path / "result.png"
     with pytest.raises(RuntimeError), atomic_path(target) as tmp:
@@ -38,4 +45,5 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     with atomic_path(target) as tmp:
         tmp.write_bytes(b"complete")
     assert target.read_bytes() == b"complete"
+    assert target.stat().st_mode & 0o777 == 0o666 & ~_current_umask()
     assert [p.name for p in tmp_path.iterdir()] == ["result.png"]

@@ -32,33 +32,31 @@ def _pair(kind: str, a: Tensor, b: Tensor) -> Tensor:
     return (a * b).sum(1)
 
 
+def _shifts(offsets: Tensor, height: int, width: int):
+    """For each offset with in-image neighbours: its index, the rows and columns of the pixels p
+    and those of their neighbours p + o_k."""
+    for k, (dy, dx) in enumerate(offsets.tolist()):
+        y0, y1, x0, x1 = valid_box(dy, dx, height, width)
+        if y1 > y0 and x1 > x0:
+            yield k, slice(y0, y1), slice(x0, x1), slice(y0 + dy, y1 + dy), slice(x0 + dx, x1 + dx)
+
+
 def local_affinity(features: Tensor, offsets: Tensor, kind: str) -> Tensor:
     """``out[b, k, y, x] = pair(features[b, :, y, x], features[b, :, y + dy_k, x + dx_k])``; 0 where
     the neighbour leaves the image."""
     batch, _, height, width = features.shape
     out = features.new_zeros(batch, offsets.shape[0], height, width)
-    for k, (dy, dx) in enumerate(offsets.tolist()):
-        y0, y1, x0, x1 = valid_box(dy, dx, height, width)
-        if y1 <= y0 or x1 <= x0:
-            continue
-        a = features[:, :, y0:y1, x0:x1]
-        b = features[:, :, y0 + dy : y1 + dy, x0 + dx : x1 + dx]
-        out[:, k, y0:y1, x0:x1] = _pair(kind, a, b)
+    for k, ys, xs, nys, nxs in _shifts(offsets, height, width):
+        out[:, k, ys, xs] = _pair(kind, features[:, :, ys, xs], features[:, :, nys, nxs])
     return out
 
 
 def window_aggregate(weight: Tensor, values: Tensor, offsets: Tensor) -> Tensor:
     """``out[b, :, p] = Σ_k weight[b, k, p] · values[b, :, p + o_k]`` over in-image neighbours."""
-    batch, channels, height, width = values.shape
-    out = values.new_zeros(batch, channels, height, width)
-    for k, (dy, dx) in enumerate(offsets.tolist()):
-        y0, y1, x0, x1 = valid_box(dy, dx, height, width)
-        if y1 <= y0 or x1 <= x0:
-            continue
+    out = values.new_zeros(values.shape)
+    for k, ys, xs, nys, nxs in _shifts(offsets, *values.shape[2:]):
         # addcmul_ writes in place: no K temporaries of the output's size
-        out[:, :, y0:y1, x0:x1].addcmul_(
-            weight[:, k : k + 1, y0:y1, x0:x1], values[:, :, y0 + dy : y1 + dy, x0 + dx : x1 + dx]
-        )
+        out[:, :, ys, xs].addcmul_(weight[:, k : k + 1, ys, xs], values[:, :, nys, nxs])
     return out
 
 
@@ -67,15 +65,9 @@ def window_aggregate_transpose(weight: Tensor, values: Tensor, offsets: Tensor) 
     ``out[b, :, q] = Σ_k weight[b, k, q − o_k] · values[b, :, q − o_k]``.
 
     With ``values`` all ones it gives the column sums (in-degrees) of the graph."""
-    batch, channels, height, width = values.shape
-    out = values.new_zeros(batch, channels, height, width)
-    for k, (dy, dx) in enumerate(offsets.tolist()):
-        y0, y1, x0, x1 = valid_box(dy, dx, height, width)
-        if y1 <= y0 or x1 <= x0:
-            continue
-        out[:, :, y0 + dy : y1 + dy, x0 + dx : x1 + dx].addcmul_(
-            weight[:, k : k + 1, y0:y1, x0:x1], values[:, :, y0:y1, x0:x1]
-        )
+    out = values.new_zeros(values.shape)
+    for k, ys, xs, nys, nxs in _shifts(offsets, *values.shape[2:]):
+        out[:, :, nys, nxs].addcmul_(weight[:, k : k + 1, ys, xs], values[:, :, ys, xs])
     return out
 
 
@@ -84,10 +76,6 @@ def gather_neighbours(values: Tensor, offsets: Tensor, channels: list[int] | Non
     outside the image. ``values`` is ``(B, C, H, W)``."""
     batch, _, height, width = values.shape
     out = values.new_zeros(batch, offsets.shape[0], height, width)
-    for k, (dy, dx) in enumerate(offsets.tolist()):
-        y0, y1, x0, x1 = valid_box(dy, dx, height, width)
-        if y1 <= y0 or x1 <= x0:
-            continue
-        c = 0 if channels is None else channels[k]
-        out[:, k, y0:y1, x0:x1] = values[:, c, y0 + dy : y1 + dy, x0 + dx : x1 + dx]
+    for k, ys, xs, nys, nxs in _shifts(offsets, height, width):
+        out[:, k, ys, xs] = values[:, 0 if channels is None else channels[k], nys, nxs]
     return out
