@@ -12,6 +12,7 @@ import copy
 import json
 import os
 import xml.etree.ElementTree as ET
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -73,7 +74,7 @@ def _read_mask(path: Path, size: tuple[int, int]) -> Tensor:
     return torch.from_numpy(array.astype(np.int64))
 
 
-class _WeakLabelDataset(Dataset):
+class _WeakLabelDataset(Dataset, ABC):
     """Shared sample assembly; subclasses give the paths and the weak labels."""
 
     num_classes: int
@@ -86,14 +87,17 @@ class _WeakLabelDataset(Dataset):
     def __len__(self) -> int:
         return len(self.names)
 
+    @abstractmethod
     def _image_path(self, name: str) -> Path:
-        raise NotImplementedError
+        """The image file of ``name``."""
 
+    @abstractmethod
     def _mask_path(self, name: str) -> Path:
-        raise NotImplementedError
+        """The ground-truth mask file of ``name``."""
 
+    @abstractmethod
     def _weak_labels(self, name: str, height: int, width: int) -> dict:
-        raise NotImplementedError
+        """The asked weak labels of ``name``, checked against the image size."""
 
     def __getitem__(self, index: int) -> dict:
         if not -len(self) <= index < len(self):
