@@ -64,11 +64,16 @@ def _offsets_for(offsets: Tensor, data: Tensor) -> Tensor:
     return offsets.to(device=data.device, dtype=torch.int64)
 
 
-def _no_grad_for_out(name: str, *tensors: Tensor) -> None:
+def _call(name: str, inputs: tuple[Tensor, ...], args: tuple, out: Tensor | None) -> Tensor:
+    """Runs op ``name`` on ``args``, or its ``_out`` form writing into ``out``."""
+    if out is None:
+        return getattr(_ops(), name)(*args)
     # Like torch's own out= functions: writing into a caller's buffer cannot be recorded.
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+    if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
         raise RuntimeError(f"{name}(..., out=...) does not support automatic differentiation; "
                            "call it without out= or under torch.no_grad()")
+    getattr(_ops(), f"{name}_out")(*args, out)
+    return out
 
 
 def local_affinity(features: Tensor, offsets: Tensor, kind: str, *,
@@ -89,12 +94,8 @@ def local_affinity(features: Tensor, offsets: Tensor, kind: str, *,
     Returns:
         ``(B, K, H, W)`` tensor (``out`` when given).
     """
-    offsets = _offsets_for(offsets, features)
-    if out is None:
-        return _ops().local_affinity(features, offsets, kind)
-    _no_grad_for_out("local_affinity", features)
-    _ops().local_affinity_out(features, offsets, kind, out)
-    return out
+    return _call("local_affinity", (features,),
+                 (features, _offsets_for(offsets, features), kind), out)
 
 
 def window_aggregate(weight: Tensor, values: Tensor, offsets: Tensor, *,
@@ -113,12 +114,8 @@ def window_aggregate(weight: Tensor, values: Tensor, offsets: Tensor, *,
     Returns:
         ``(B, C, H, W)`` tensor (``out`` when given).
     """
-    offsets = _offsets_for(offsets, values)
-    if out is None:
-        return _ops().window_aggregate(weight, values, offsets)
-    _no_grad_for_out("window_aggregate", weight, values)
-    _ops().window_aggregate_out(weight, values, offsets, out)
-    return out
+    return _call("window_aggregate", (weight, values),
+                 (weight, values, _offsets_for(offsets, values)), out)
 
 
 def window_aggregate_transpose(weight: Tensor, values: Tensor, offsets: Tensor, *,
@@ -137,12 +134,8 @@ def window_aggregate_transpose(weight: Tensor, values: Tensor, offsets: Tensor, 
     Returns:
         ``(B, C, H, W)`` tensor (``out`` when given).
     """
-    offsets = _offsets_for(offsets, values)
-    if out is None:
-        return _ops().window_aggregate_transpose(weight, values, offsets)
-    _no_grad_for_out("window_aggregate_transpose", weight, values)
-    _ops().window_aggregate_transpose_out(weight, values, offsets, out)
-    return out
+    return _call("window_aggregate_transpose", (weight, values),
+                 (weight, values, _offsets_for(offsets, values)), out)
 
 
 def window_dot(left: Tensor, right: Tensor, offsets: Tensor, *,
@@ -163,9 +156,5 @@ def window_dot(left: Tensor, right: Tensor, offsets: Tensor, *,
     Returns:
         ``(B, K, H, W)`` tensor (``out`` when given).
     """
-    offsets = _offsets_for(offsets, left)
-    if out is None:
-        return _ops().window_dot(left, right, offsets)
-    _no_grad_for_out("window_dot", left, right)
-    _ops().window_dot_out(left, right, offsets, out)
-    return out
+    return _call("window_dot", (left, right),
+                 (left, right, _offsets_for(offsets, left)), out)
