@@ -45,13 +45,20 @@ def _extensions():
     ) and cpp_extension.CUDA_HOME is not None and torch.version.cuda is not None
     # No -std (torch's helpers add the standard its headers need) and no -march=native (the CPU
     # kernels carry their own AVX-512 / AVX2 clones); -fopenmp-simd enables `omp simd`
-    # reductions without the OpenMP runtime.
+    # reductions. at::parallel_for is inlined from torch's headers as an OpenMP loop when torch
+    # uses OpenMP: without -fopenmp it silently runs on one thread. The linked libgomp.so.1 is
+    # the one torch has already loaded.
     cxx_flags = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd"]
+    link_flags = []
+    if torch._C.has_openmp and sys.platform.startswith("linux"):
+        cxx_flags.append("-fopenmp")
+        link_flags.append("-fopenmp")
     kwargs = dict(
         name="graphseg_ext._C",
         sources=list(sources),
         include_dirs=[os.path.join(ROOT, CSRC)],
         extra_compile_args={"cxx": cxx_flags},
+        extra_link_args=link_flags,
         py_limited_api=False,
     )
     if want_cuda:
