@@ -51,9 +51,11 @@ def local_affinity(features: Tensor, offsets: Tensor, kind: str) -> Tensor:
     return out
 
 
-def window_aggregate(weight: Tensor, values: Tensor, offsets: Tensor) -> Tensor:
-    """``out[b, :, p] = Σ_k weight[b, k, p] · values[b, :, p + o_k]`` over in-image neighbours."""
-    out = values.new_zeros(values.shape)
+def window_aggregate(weight: Tensor, values: Tensor, offsets: Tensor, *,
+                     out: Tensor | None = None) -> Tensor:
+    """``out[b, :, p] = Σ_k weight[b, k, p] · values[b, :, p + o_k]`` over in-image neighbours;
+    written into ``out`` when given."""
+    out = values.new_zeros(values.shape) if out is None else out.zero_()
     for k, ys, xs, nys, nxs in _shifts(offsets, *values.shape[2:]):
         # addcmul_ writes in place: no K temporaries of the output's size
         out[:, :, ys, xs].addcmul_(weight[:, k : k + 1, ys, xs], values[:, :, nys, nxs])

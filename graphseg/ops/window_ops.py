@@ -153,12 +153,14 @@ def window_aggregate(weight: Tensor, values: Tensor, offsets: Tensor) -> Tensor:
     return aggregate_unchecked(weight, values, offsets)
 
 
-def aggregate_unchecked(weight: Tensor, values: Tensor, offsets: Tensor) -> Tensor:
-    """:func:`window_aggregate` without input checks, for graphseg's internals."""
+def aggregate_unchecked(weight: Tensor, values: Tensor, offsets: Tensor, *,
+                        out: Tensor | None = None) -> Tensor:
+    """:func:`window_aggregate` without input checks, for graphseg's internals; ``out`` (not
+    differentiable) reuses a buffer, which saves the page faults of a fresh large output."""
     ext = _ext_for(weight, values)
     if ext is not None:
-        return ext.window_aggregate(weight, values, offsets)
-    return reference.window_aggregate(weight, values, offsets.cpu())
+        return ext.window_aggregate(weight, values, offsets, out=out)
+    return reference.window_aggregate(weight, values, offsets.cpu(), out=out)
 
 
 def window_aggregate_transpose(weight: Tensor, values: Tensor, offsets: Tensor) -> Tensor:

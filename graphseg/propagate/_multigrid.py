@@ -33,9 +33,21 @@ class _Level:
         self.weight, self.offsets, self.diagonal = weight, offsets, diagonal
         self.inverse = torch.where(diagonal > 0, SMOOTHING / diagonal.clamp_min(1e-30),
                                    torch.zeros_like(diagonal))
+        self._scratch: Tensor | None = None
 
     def apply(self, x: Tensor) -> Tensor:
         return self.diagonal * x - aggregate_unchecked(self.weight, x, self.offsets)
+
+    def residual(self, rhs: Tensor, x: Tensor) -> Tensor:
+        """``rhs − apply(x)`` in the level's scratch buffer: valid until the next call."""
+        if self._scratch is None or self._scratch.shape != x.shape:
+            self._scratch = torch.empty_like(x)
+        return aggregate_unchecked(self.weight, x, self.offsets, out=self._scratch).add_(
+            rhs).addcmul_(self.diagonal, x, value=-1)
+
+    def smooth(self, rhs: Tensor, x: Tensor) -> Tensor:
+        """One damped Jacobi sweep, in place."""
+        return x.addcmul_(self.inverse, self.residual(rhs, x))
 
     def coarsen(self) -> _Level:
         batch, _, height, width = self.weight.shape
@@ -58,10 +70,13 @@ class _Level:
 
 
 def _block_sum(x: Tensor) -> Tensor:
-    """Sum over 2×2 blocks (zero-padding odd sizes): the restriction Pᵀ."""
+    """Sum over 2×2 blocks (zero-padding odd sizes): the restriction Pᵀ. Strided adds, ten times
+    faster than avg_pool2d here."""
     height, width = x.shape[2:]
-    x = F.pad(x, (0, width % 2, 0, height % 2))
-    return F.avg_pool2d(x, 2) * 4
+    if height % 2 or width % 2:
+        x = F.pad(x, (0, width % 2, 0, height % 2))
+    rows = x[:, :, 0::2] + x[:, :, 1::2]
+    return rows[..., 0::2] + rows[..., 1::2]
 
 
 def _inner(level: _Level) -> Tensor:
@@ -96,9 +111,13 @@ def _factor(matrices: Tensor) -> Tensor:
     return torch.linalg.cholesky(matrices + scale * eye)
 
 
-def _prolong(x: Tensor, height: int, width: int) -> Tensor:
-    """Piecewise-constant interpolation P."""
-    return x.repeat_interleave(2, 2).repeat_interleave(2, 3)[:, :, :height, :width]
+def _add_prolonged(x: Tensor, coarse: Tensor, scale: float) -> Tensor:
+    """``x += scale · P coarse`` in place, P the piecewise-constant interpolation."""
+    for py in range(2):
+        for px in range(2):
+            fine = x[:, :, py::2, px::2]
+            fine.add_(coarse[:, :, : fine.shape[2], : fine.shape[3]], alpha=scale)
+    return x
 
 
 class Multigrid:
@@ -146,12 +165,12 @@ class Multigrid:
             return solved.transpose(1, 2).reshape(batch, channels, height, width)
         x = level.inverse * rhs
         for _ in range(SWEEPS - 1):
-            x = x + level.inverse * (rhs - level.apply(x))
-        correction = self._cycle(depth + 1, _block_sum(rhs - level.apply(x)))
-        x = x + OVER_CORRECTION * _prolong(correction, *rhs.shape[2:])
+            level.smooth(rhs, x)
+        correction = self._cycle(depth + 1, _block_sum(level.residual(rhs, x)))
+        _add_prolonged(x, correction, OVER_CORRECTION)
         for _ in range(SWEEPS):
-            x = x + level.inverse * (rhs - level.apply(x))
+            level.smooth(rhs, x)
         return x
 
     def __call__(self, rhs: Tensor) -> Tensor:
-        return self.unknown * self._cycle(0, rhs)
+        return self._cycle(0, rhs).mul_(self.unknown)

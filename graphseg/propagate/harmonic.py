@@ -114,12 +114,19 @@ def harmonic(
             ``"none"``.
 
     Returns:
-        ``(B, C, H, W)`` (pixel graph) or ``(N, C)`` (PyG graph) probabilities.
+        ``(B, C, H, W)`` (pixel graph) or ``(N, C)`` (PyG graph) probabilities, without
+        gradient (the solve is iterative; differentiate through :func:`random_walk` or
+        :func:`label_spreading` instead).
 
     References:
         L. Grady, "Random Walks for Image Segmentation", IEEE TPAMI 28(11), 2006,
         doi:10.1109/TPAMI.2006.233.
     """
+    with torch.no_grad():
+        return _harmonic(graph, seeds, num_classes, tol, max_iter, preconditioner)
+
+
+def _harmonic(graph, seeds, num_classes, tol, max_iter, preconditioner) -> Tensor:
     graph, seeds, restore = node_seeds(graph, seeds)
     classes = seed_classes(seeds, num_classes)
     _checks.check_positive("tol", tol)
@@ -137,7 +144,7 @@ def harmonic(
     degree = graph.degree().unsqueeze(1)
 
     def laplacian(z: Tensor) -> Tensor:
-        return unknown * (degree * z - graph._aggregate(z))
+        return graph._aggregate(z).neg_().addcmul_(degree, z).mul_(unknown)
 
     if classes == 1:
         return restore(torch.ones_like(fixed))
@@ -162,12 +169,12 @@ def harmonic(
         product = laplacian(direction)
         curvature = _dot(direction, product)
         step = torch.where(curvature > 0, rz / curvature.clamp_min(1e-30), torch.zeros_like(rz))
-        solution = solution + step * direction
-        residual = residual - step * product
+        solution.addcmul_(step, direction)
+        residual.addcmul_(step, product, value=-1)
         preconditioned = precondition(residual)
         rz_next = _dot(residual, preconditioned)
         ratio = torch.where(rz > 0, rz_next / rz.clamp_min(1e-30), torch.zeros_like(rz))
-        direction = preconditioned + ratio * direction
+        direction = direction.mul_(ratio).add_(preconditioned)
         rz = rz_next
     probs = (fixed + unknown * solution).clamp_min(0)
     probs = probs / probs.sum(1, keepdim=True).clamp_min(1e-30)

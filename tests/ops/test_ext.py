@@ -137,6 +137,31 @@ def test_gradients_match_reference(shape, offsets, dtype, layout):
                                _grads(ref, (weight, features), grad_values), **TOL[dtype])
 
 
+@pytest.mark.parametrize("width", [11, 21, 64])
+def test_gathers_never_read_across_the_row_border(width):
+    # The gathers read the input in place: a lane whose neighbour lies beyond the left or right
+    # border must not read the adjacent row, or the infinities there would turn into NaN.
+    off = OFFSETS["disk3"]
+    values = torch.rand(1, 3, 6, width, dtype=torch.float64)
+    values[:, :, 1::2, 0] = float("inf")
+    values[:, :, 0::2, -1] = float("-inf")
+    weight = torch.rand(1, off.shape[0], 6, width, dtype=torch.float64)
+    for ours, ref in ((graphseg_ext.window_aggregate, reference.window_aggregate),
+                      (graphseg_ext.window_aggregate_transpose,
+                       reference.window_aggregate_transpose)):
+        expected = ref(weight, values, off)
+        assert expected.isfinite().any()
+        torch.testing.assert_close(ours(weight, values, off), expected, equal_nan=True)
+    features = values.clone().requires_grad_()
+    grad = torch.rand(1, off.shape[0], 6, width, dtype=torch.float64)
+    for kind in ("l1", "dot"):
+        ours = torch.autograd.grad(graphseg_ext.local_affinity(features, off, kind), features,
+                                   grad)[0]
+        ref = torch.autograd.grad(reference.local_affinity(features, off, kind), features,
+                                  grad)[0]
+        torch.testing.assert_close(ours, ref, equal_nan=True)
+
+
 def test_large_output_is_streamed_correctly():
     # Outputs above 8 MiB are written with non-temporal stores.
     off = window_offsets(5)
