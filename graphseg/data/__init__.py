@@ -7,6 +7,7 @@ from graphseg.data.datasets import (
     SegmentationFolder,
     VOCSegmentation,
     collate_samples,
+    read_label_map,
 )
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "SegmentationFolder",
     "VOCSegmentation",
     "collate_samples",
+    "read_label_map",
 ]

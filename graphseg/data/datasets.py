@@ -30,6 +30,7 @@ __all__ = [
     "SegmentationFolder",
     "VOCSegmentation",
     "collate_samples",
+    "read_label_map",
 ]
 
 WEAK_KINDS = ("tags", "boxes", "points")
@@ -60,7 +61,9 @@ def _read_image(path: Path) -> Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0
 
 
-def _read_mask(path: Path, size: tuple[int, int]) -> Tensor:
+def read_label_map(path: str | os.PathLike, size: tuple[int, int] | None = None) -> Tensor:
+    """A PNG of uint8 class ids (palette or grey) as an ``(H, W)`` int64 tensor; ``size``
+    (H, W), when given, must match."""
     from PIL import Image
 
     with Image.open(path) as handle:
@@ -68,7 +71,7 @@ def _read_mask(path: Path, size: tuple[int, int]) -> Tensor:
             raise ValueError(f"mask {path} must be a palette (P) or grey (L) PNG of class ids, "
                              f"got mode {handle.mode}")
         array = np.asarray(handle)
-    if array.shape != size:
+    if size is not None and array.shape != tuple(size):
         raise ValueError(f"mask {path} has size {array.shape[0]}x{array.shape[1]} but its "
                          f"image has size {size[0]}x{size[1]} (HxW)")
     return torch.from_numpy(array.astype(np.int64))
@@ -107,7 +110,7 @@ class _WeakLabelDataset(Dataset, ABC):
         height, width = image.shape[1:]
         sample = {"name": name, "image": image}
         if self.with_mask:
-            sample["mask"] = _read_mask(self._mask_path(name), (height, width))
+            sample["mask"] = read_label_map(self._mask_path(name), (height, width))
         sample.update(self._weak_labels(name, height, width))
         return sample
 
@@ -141,10 +144,13 @@ class SegmentationFolder(_WeakLabelDataset):
     [x0, y0, x1, y1]) and ``"points"`` (pixel coordinates, class 0 = background).
 
     Args:
-        root: the set's folder, e.g. ``shared/data/grabcut``.
+        root: the set's folder, e.g. ``shared/data/grabcut`` (None when the three paths below
+            are given).
         weak: one kind, a list of kinds, or None for no weak labels.
         with_mask: include the ground-truth mask (evaluation); False keeps it unread.
         names: restrict to these images, in this order (default: all, sorted).
+        images, annotations, masks: the image folder, the annotation file and the mask folder,
+            when they are not ``root``'s ``images/``, ``annotations.json`` and ``masks/``.
 
     Example:
         >>> points = SegmentationFolder("shared/data/voc14", weak="points")  # doctest: +SKIP
@@ -154,13 +160,21 @@ class SegmentationFolder(_WeakLabelDataset):
 
     _KEYS = {"tags": "classes", "boxes": "boxes", "points": "points"}
 
-    def __init__(self, root: str | os.PathLike, *, weak=None, with_mask: bool = True,
-                 names: Sequence[str] | None = None) -> None:
-        self.root = Path(root)
-        annotation_file = self.root / "annotations.json"
+    def __init__(self, root: str | os.PathLike | None = None, *, weak=None,
+                 with_mask: bool = True, names: Sequence[str] | None = None,
+                 images: str | os.PathLike | None = None,
+                 annotations: str | os.PathLike | None = None,
+                 masks: str | os.PathLike | None = None) -> None:
+        if root is None and (images is None or annotations is None
+                             or (with_mask and masks is None)):
+            raise ValueError("root is required unless images, annotations and (with_mask) "
+                             "masks are all given")
+        self.root = None if root is None else Path(root)
+        annotation_file = Path(annotations) if annotations else self.root / "annotations.json"
+        self._mask_dir = Path(masks) if masks else (self.root / "masks" if self.root else None)
         if not annotation_file.is_file():
-            raise FileNotFoundError(f"root must hold annotations.json, images/ and masks/; "
-                                    f"{annotation_file} does not exist")
+            raise FileNotFoundError(f"annotation file {annotation_file} does not exist (root "
+                                    "must hold annotations.json, images/ and masks/)")
         with open(annotation_file) as handle:
             annotations = json.load(handle)
         if "images" not in annotations or "num_classes" not in annotations:
@@ -182,7 +196,7 @@ class SegmentationFolder(_WeakLabelDataset):
         self._labels = {n: {kind: copy.deepcopy(entries[n].get(self._KEYS[kind], []))
                             for kind in self.weak} for n in available}
         self._files = {}
-        image_dir = self.root / "images"
+        image_dir = Path(images) if images else self.root / "images"
         if not image_dir.is_dir():
             raise FileNotFoundError(f"{image_dir} does not exist")
         for path in image_dir.iterdir():
@@ -197,7 +211,7 @@ class SegmentationFolder(_WeakLabelDataset):
         return self._files[name]
 
     def _mask_path(self, name: str) -> Path:
-        return self.root / "masks" / f"{name}.png"
+        return self._mask_dir / f"{name}.png"
 
     def _weak_labels(self, name: str, height: int, width: int) -> dict:
         labels = copy.deepcopy(self._labels[name])

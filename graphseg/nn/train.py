@@ -116,10 +116,15 @@ def train_affinity(
     return history
 
 
-def _fit_seeds(graph, seeds) -> Tensor:
-    """Seeds in the layout of the graph: ``(B, H, W)`` or ``(N,)``."""
-    expected = ((graph.batch_size, *graph.image_size) if isinstance(graph, WindowGraph)
-                else (graph.num_nodes,))
+def _fit_seeds(graph, seeds, pixels: Tensor | None) -> Tensor:
+    """Seeds in the layout of the losses: ``(B, H, W)`` (a WindowGraph, or the ``pixels``
+    grid) or ``(N,)``."""
+    if pixels is not None:
+        expected = tuple(pixels.shape)
+    elif isinstance(graph, WindowGraph):
+        expected = (graph.batch_size, *graph.image_size)
+    else:
+        expected = (graph.num_nodes,)
     if not isinstance(seeds, Tensor) or seeds.is_floating_point() or seeds.dtype == torch.bool:
         raise TypeError(f"seeds must be an int64 tensor of shape {expected} (255 = unknown), "
                         f"got {_checks._describe(seeds)}")
@@ -158,6 +163,7 @@ def fit_a2gnn(
     seed: int = 0,
     history: list | None = None,
     progress: bool = False,
+    pixels: Tensor | None = None,
 ) -> Tensor:
     r"""Trains an A²GNN on one image's graph and returns its class probabilities (thesis §3.4).
 
@@ -179,8 +185,8 @@ def fit_a2gnn(
             :meth:`~graphseg.nn.AffinityCNN.to_graph`) or a PyG ``Data`` with ``x``
             (e.g. a superpixel graph).
         seeds: ``(B, H, W)`` (WindowGraph) or ``(N,)`` (Data) int64 seeds, 255 = unknown.
-        boxes: one list of ``{"cls", "box"}`` per image, in graph pixel coordinates
-            (WindowGraph only).
+        boxes: one list of ``{"cls", "box"}`` per image, in the pixel coordinates of the graph
+            (WindowGraph) or of ``pixels``.
         num_classes: C (default: largest seeded class + 1).
         variant: attention and cross-entropy variant, ``"paper"`` or ``"official"`` (default).
         epochs: total epochs of both stages.
@@ -195,25 +201,39 @@ def fit_a2gnn(
         seed: seed of the initialisation and dropout (the global RNG state is restored).
         history: when a list is given, the loss of every epoch is appended to it.
         progress: show a tqdm bar.
+        pixels: for a graph whose nodes are regions (a PyG ``Data``, e.g. a superpixel graph),
+            a ``(B, h, w)`` int64 map of the node that covers each cell of a pixel grid (e.g.
+            the superpixel labels, subsampled): seeds and boxes then live on that grid, and the
+            losses read the node logits and features through it, as the official code
+            upsamples its logits to the image.
 
     Returns:
-        ``(B, C, H, W)`` or ``(N, C)`` class probabilities (no gradient).
+        ``(B, C, H, W)`` or ``(N, C)`` class probabilities at the graph's nodes (no gradient).
     """
     inputs = node_inputs(graph)
-    seeds = _fit_seeds(graph, seeds).to(inputs.device)
+    windowed = isinstance(graph, WindowGraph)
+    if pixels is not None:
+        if windowed:
+            raise ValueError("pixels is for graphs of region nodes; a WindowGraph's nodes are "
+                             "pixels already")
+        pixels = _checks.as_label_batch(pixels, "pixels").to(inputs.device)
+        if int(pixels.max()) >= inputs.shape[0]:
+            raise ValueError(f"pixels must hold node ids below {inputs.shape[0]}, got "
+                             f"{int(pixels.max())}")
+    seeds = _fit_seeds(graph, seeds, pixels).to(inputs.device)
     _checks.check_choice("variant", variant, VARIANTS)
     _checks.check_positive("epochs", epochs, integer=True)
     _checks.check_positive("lr", lr)
     _checks.check_positive("weight_decay", weight_decay, allow_zero=True)
     _checks.check_positive("lambda_reg", lambda_reg, allow_zero=True)
     num_classes = seed_classes(seeds, num_classes)
-    windowed = isinstance(graph, WindowGraph)
     if boxes is not None:
-        if not windowed:
-            raise TypeError("boxes need a WindowGraph (pixel rows and columns); got a "
-                            f"{type(graph).__name__}")
-        _checks.check_boxes(boxes, graph.batch_size, *graph.image_size,
-                            num_classes=num_classes)
+        if not windowed and pixels is None:
+            raise TypeError("boxes need pixel rows and columns: a WindowGraph, or pixels= for "
+                            f"a {type(graph).__name__}")
+        grid = tuple(pixels.shape) if pixels is not None else (graph.batch_size,
+                                                                *graph.image_size)
+        _checks.check_boxes(boxes, grid[0], *grid[1:], num_classes=num_classes)
     if reg_graph is None:
         reg_graph = graph
     reg_graph = as_graph(reg_graph, "reg_graph")
@@ -236,12 +256,15 @@ def fit_a2gnn(
         model.train()
         for epoch in tqdm(range(epochs), desc="a2gnn", disable=not progress):
             out = model(graph)
+            logits, features = out.logits, out.features
+            if pixels is not None:
+                logits, features = logits[pixels].movedim(-1, 1), features[pixels].movedim(-1, 1)
             second = epoch >= epochs // 2
             if second and boxes is not None:
-                current = consistency_check(current, out.logits.detach(), out.features, boxes)
-            loss = seed_cross_entropy(out.logits, current, variant=variant)
+                current = consistency_check(current, logits.detach(), features, boxes)
+            loss = seed_cross_entropy(logits, current, variant=variant)
             if boxes is not None:
-                loss = loss + mp_loss(out.logits, out.features, boxes)
+                loss = loss + mp_loss(logits, features, boxes)
             if second and lambda_reg > 0:
                 loss = loss + lambda_reg * potts_loss(out.probs, reg_graph)
             optimizer.zero_grad()

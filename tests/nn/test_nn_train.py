@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from graphseg import WindowGraph, pixel_graph
+from graphseg import WindowGraph, pixel_graph, superpixel_graph
 from graphseg.nn import (
     A2GNN,
     AffinityCNN,
@@ -79,6 +79,24 @@ def test_fit_a2gnn_pyg_graph_baseline_and_determinism():
     assert float((gcn.argmax(1) == truth.reshape(-1)).float().mean()) >= 0.9
 
 
+def test_fit_a2gnn_on_superpixels_with_boxes_through_a_pixel_grid():
+    # the losses read region logits through the region map; the box's MP pixels and the seeds
+    # live on the grid, so a region graph takes box supervision
+    image, seeds, truth, box = two_colour_problem(3)
+    graph = superpixel_graph(image, labels=torch.arange(144).view(12, 12).repeat_interleave(
+        2, 0).repeat_interleave(2, 1).unsqueeze(0))
+    history = []
+    probs = fit_a2gnn(graph.to_pyg(), seeds, boxes=[box], pixels=graph.labels, epochs=40,
+                      hidden=32, history=history)
+    assert probs.shape == (144, 2) and history[-1] < history[0]
+    pred = graph.unpool(probs).argmax(1)
+    assert float((pred == truth).float().mean()) >= 0.9
+    with pytest.raises(ValueError, match="pixels must hold node ids below 144"):
+        fit_a2gnn(graph.to_pyg(), seeds, pixels=graph.labels + 1)
+    with pytest.raises(ValueError, match=r"seeds must have shape \(1, 24, 24\)"):
+        fit_a2gnn(graph.to_pyg(), seeds[:, :12], pixels=graph.labels)
+
+
 def small_affinity_cnn():
     return AffinityCNN(ResNetBackbone(widths=(16, 16, 32), stem_width=16, stride=2),
                        reductions=(16, 16, 16))
@@ -139,7 +157,7 @@ def test_bad_arguments():
         fit_a2gnn(graph, seeds.float())
     with pytest.raises(ValueError, match="seeds has no seed"):
         fit_a2gnn(graph, torch.full_like(seeds, 255))
-    with pytest.raises(TypeError, match="boxes need a WindowGraph"):
+    with pytest.raises(TypeError, match="boxes need pixel rows and columns"):
         fit_a2gnn(graph.to_pyg(), seeds.reshape(-1), boxes=[box])
     with pytest.raises(ValueError, match="reg_graph must be a WindowGraph of the graph's batch"):
         fit_a2gnn(graph, seeds, reg_graph=pixel_graph(image[:, :, :12], radius=1))
