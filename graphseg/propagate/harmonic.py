@@ -107,7 +107,8 @@ def harmonic(
         seeds: int64 class ids, 255 = unknown: ``(B, H, W)`` for a pixel graph, ``(N,)`` for a
             PyG graph.
         num_classes: class count (default: largest seed + 1). Every class needs a seed.
-        tol: relative residual :math:`\|r\| / \|b\|` at which CG stops (scikit-image: 1e-3).
+        tol: relative residual :math:`\|r_c\| / \|b_c\|` at which CG stops (scikit-image:
+            1e-3), with :math:`\|b_c\|` floored at 1e-3 of the image's largest class.
         max_iter: CG iteration limit.
         preconditioner: ``"multigrid"`` (aggregation V-cycle, pixel graphs only; their
             default), ``"jacobi"`` (the diagonal of :math:`L_{uu}`; PyG graphs' default) or
@@ -162,7 +163,11 @@ def _harmonic(graph, seeds, num_classes, tol, max_iter, preconditioner) -> Tenso
     residual = rhs.clone()
     direction = precondition(residual)
     rz = _dot(residual, direction)
-    limit = (tol * _dot(rhs, rhs).sqrt()).square()
+    # relative per class, but never below 1e-3 of the image's largest class: a class whose seeds
+    # barely touch the unknown nodes (weights below float32's range across a sharp colour edge)
+    # has a right-hand side near 0 that no float32 residual could match relatively
+    norms = _dot(rhs, rhs)
+    limit = tol**2 * torch.maximum(norms, 1e-6 * norms.amax(1, keepdim=True))
     for _ in range(max_iter):
         if bool((_dot(residual, residual) <= limit).all()):
             break

@@ -183,3 +183,29 @@ def test_skipped_class_is_an_error(problem):
     seeds[seeds == 1] = 3
     with pytest.raises(ValueError, match=r"classes \[1\] have no seed"):
         harmonic(pixel_graph(image, radius=2), seeds)
+
+
+def test_a_class_cut_off_by_a_sharp_edge_still_converges(monkeypatch):
+    # float32 edge weights across a sharp colour edge underflow to ~e^-60: the foreground's
+    # right-hand side is then ~1e-17, which no float32 residual can match relatively; the
+    # stopping rule must not wait for it (it once ran to max_iter)
+    from graphseg.propagate import _multigrid
+
+    generator = torch.Generator().manual_seed(0)
+    image = torch.tensor([40.0, 120.0, 200.0]).view(3, 1, 1).repeat(1, 40, 48)
+    image[:, 7:33, 9:39] = torch.tensor([220.0, 80.0, 30.0]).view(3, 1, 1)
+    image = ((image + 8 * torch.randn(3, 40, 48, generator=generator)).clamp(0, 255) / 255)
+    # GrabCut-like box seeds: the object is foreground, a ring around it unknown; the
+    # foreground seeds touch unknown pixels only across the edge
+    seeds = torch.zeros(1, 40, 48, dtype=torch.int64)
+    seeds[0, 4:36, 6:42] = 255
+    seeds[0, 7:33, 9:39] = 1
+    calls = []
+    original = _multigrid.Multigrid.__call__
+    monkeypatch.setattr(_multigrid.Multigrid, "__call__",
+                        lambda self, rhs: calls.append(1) or original(self, rhs))
+    probs = harmonic(pixel_graph(image[None], radius=2, sigma_xy=2.0, sigma_rgb=0.1), seeds)
+    assert len(calls) < 100
+    labels = probs.argmax(1)[0]
+    assert bool((labels[7:33, 9:39] == 1).all())
+    assert bool((labels[4:7] == 0).all()) and bool((labels[33:36] == 0).all())
