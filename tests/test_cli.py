@@ -47,3 +47,151 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     assert target.read_bytes() == b"complete"
     assert target.stat().st_mode & 0o777 == 0o666 & ~_current_umask()
     assert [p.name for p in tmp_path.iterdir()] == ["result.png"]
+
+
+# --- segment / evaluate ---------------------------------------------------------------------
+
+def _write_scene_set(root, count=3, height=40, width=48):
+    """ROOT/images, ROOT/masks and ROOT/annotations.json: a noisy rectangle of one colour on
+    another per image, its box (grown by 3 pixels) and clicks (one inside, two corners)."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    backgrounds = [(60, 110, 170), (70, 140, 80), (170, 160, 70)]
+    foregrounds = [(160, 90, 70), (150, 80, 130), (80, 120, 160)]
+    entries = {}
+    for i in range(count):
+        rng = np.random.default_rng(i)
+        x0, y0, x1, y1 = 10 + 2 * i, 8 + i, 35 - i, 29 - i
+        truth = np.zeros((height, width), np.uint8)
+        truth[y0:y1 + 1, x0:x1 + 1] = 1
+        image = np.where(truth[..., None] == 1, np.array(foregrounds[i]),
+                         np.array(backgrounds[i]))
+        image = np.clip(np.rint(image + rng.normal(0, 6, image.shape)), 0, 255).astype(np.uint8)
+        Image.fromarray(image).save(root / "images" / f"img{i}.png")
+        Image.fromarray(truth, mode="L").save(root / "masks" / f"img{i}.png")
+        entries[f"img{i}"] = {
+            "boxes": [{"cls": 1, "box": [x0 - 3, y0 - 3, x1 + 3, y1 + 3]}],
+            "points": [{"x": (x0 + x1) // 2, "y": (y0 + y1) // 2, "cls": 1},
+                       {"x": 3, "y": 3, "cls": 0}, {"x": width - 4, "y": height - 4, "cls": 0}],
+        }
+    (root / "annotations.json").write_text(json.dumps({"num_classes": 2, "images": entries}))
+    return root
+
+
+def _segment_args(root, out, *extra):
+    return ["segment", "--images", str(root / "images"), "--annotations",
+            str(root / "annotations.json"), "--out", str(out), "--quiet", *extra]
+
+
+@pytest.mark.parametrize(("weak", "method"), [("box", None), ("boxes", "harmonic"),
+                                              ("points", None), ("points", "random-walk")])
+def test_segment_writes_every_image(tmp_path, capsys, weak, method):
+    import numpy as np
+    from PIL import Image
+
+    root = _write_scene_set(tmp_path / "set")
+    out = tmp_path / "pred"
+    args = _segment_args(root, out, "--weak", weak) + (["--method", method] if method else [])
+    assert main(args) == 0
+    assert "segmented 3 of 3" in capsys.readouterr().out
+    assert sorted(os.listdir(out)) == ["img0.png", "img1.png", "img2.png"]
+    for name in os.listdir(out):
+        with Image.open(out / name) as pred, Image.open(root / "masks" / name) as mask:
+            assert pred.mode == "L"
+            pred, mask = np.asarray(pred), np.asarray(mask)
+        assert pred.shape == mask.shape and set(np.unique(pred)) <= {0, 1}
+        assert (pred == mask).mean() > 0.95
+
+
+def test_segment_reports_a_corrupt_image(tmp_path, capsys):
+    root = _write_scene_set(tmp_path / "set")
+    (root / "images" / "img1.png").write_bytes(b"garbage, not a PNG")
+    out = tmp_path / "pred"
+    assert main(_segment_args(root, out, "--weak", "box")) == 1
+    captured = capsys.readouterr()
+    assert "img1" in captured.out + captured.err
+    assert "segmented 2 of 3" in captured.out and "1 failed" in captured.out
+    assert sorted(os.listdir(out)) == ["img0.png", "img2.png"]
+    # resume writes nothing new and still fails on the corrupt image
+    stamp = (out / "img0.png").stat().st_mtime_ns
+    assert main(_segment_args(root, out, "--weak", "box", "--resume")) == 1
+    assert (out / "img0.png").stat().st_mtime_ns == stamp
+    assert sorted(os.listdir(out)) == ["img0.png", "img2.png"]
+
+
+def test_segment_usage_errors_exit_2(tmp_path, capsys):
+    root = _write_scene_set(tmp_path / "set")
+    out = tmp_path / "pred"
+    missing = tmp_path / "nowhere.json"
+    args = ["segment", "--images", str(root / "images"), "--annotations", str(missing),
+            "--weak", "box", "--out", str(out), "--quiet"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "graphseg segment: error" in err and str(missing) in err
+    assert main(_segment_args(root, out, "--weak", "points", "--method", "grabcut")) == 2
+    assert "method" in capsys.readouterr().err
+    (root / "images" / "img2.png").unlink()  # listed in the annotations, file gone
+    assert main(_segment_args(root, out, "--weak", "box")) == 2
+    assert "img2" in capsys.readouterr().err
+    assert not out.exists() or not os.listdir(out)
+    with pytest.raises(SystemExit) as exit_info:
+        main(_segment_args(root, out, "--weak", "scribbles"))
+    assert exit_info.value.code == 2
+
+
+def test_evaluate_prints_json(tmp_path, capsys):
+    import json
+    import shutil
+
+    root = _write_scene_set(tmp_path / "set")
+    pred = tmp_path / "pred"
+    shutil.copytree(root / "masks", pred)
+    assert main(["evaluate", "--pred", str(pred), "--masks", str(root / "masks"), "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert sorted(scores) == ["box_error", "error", "foreground_iou", "images", "miou",
+                              "missing"]
+    assert scores["images"] == 3 and scores["missing"] == []
+    assert scores["miou"] == 1.0 and scores["error"] == 0.0 and scores["box_error"] is None
+    (pred / "img2.png").unlink()
+    args = ["evaluate", "--pred", str(pred), "--masks", str(root / "masks"), "--json",
+            "--annotations", str(root / "annotations.json"), "--num-classes", "2"]
+    assert main(args) == 1  # a mask without prediction
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["images"] == 2 and scores["missing"] == ["img2"]
+    assert scores["box_error"] == 0.0
+    assert main(args[:-5]) == 1
+    out = capsys.readouterr().out
+    assert "images 2: mIoU 100.00%" in out and "img2" in out
+
+
+def test_segment_then_evaluate_cli(tmp_path, capsys):
+    import json
+
+    root = _write_scene_set(tmp_path / "set")
+    pred = tmp_path / "pred"
+    assert main(_segment_args(root, pred, "--weak", "box")) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--pred", str(pred), "--masks", str(root / "masks"),
+                 "--annotations", str(root / "annotations.json"), "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["foreground_iou"] >= 0.9 and scores["box_error"] <= 0.1
+
+
+def test_evaluate_bad_folder_exits_2(tmp_path, capsys):
+    root = _write_scene_set(tmp_path / "set", count=1)
+    assert main(["evaluate", "--pred", str(tmp_path / "nowhere"), "--masks",
+                 str(root / "masks")]) == 2
+    assert "nowhere" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("command", "option"), [("segment", "--annotations"),
+                                                 ("evaluate", "--masks")])
+def test_module_entry_point_help_of_pipelines(command, option):
+    result = subprocess.run([sys.executable, "-m", "graphseg", command, "--help"],
+                            capture_output=True, text=True, check=True)
+    assert option in result.stdout and "example: graphseg" in result.stdout

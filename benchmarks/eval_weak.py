@@ -1,0 +1,193 @@
+"""Weakly supervised segmentation on the shared evaluation data: graphseg's pipelines and the
+peers, side by side in one run.
+
+- ``grabcut`` (boxes): OpenCV GrabCut (5 iterations, box padded by 5 px, called directly here)
+  against graphseg's box pipelines. Scores: foreground IoU and the error rates over the whole
+  image and over the box interior, averaged over the images (the GrabCut protocol).
+- ``voc14`` (points: real clicks plus background points from scribbles — an easier setting than
+  the thesis's points-only one): scikit-image ``random_walker`` from the points drawn as disks of
+  radius 5 (β = 130) against graphseg's point pipelines. Score: mean IoU over the classes
+  present in the ground truth, from the confusion matrix summed over the images.
+
+Prints one JSON line per method and set (quality, median seconds per image), then a table.
+Each pipeline reads only its weak-label kind (the data set keeps nothing else).
+
+Usage::
+
+    python benchmarks/eval_weak.py                      # every set and method
+    python benchmarks/eval_weak.py --set voc14 --limit 5
+    python benchmarks/eval_weak.py --data /path/to/shared/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import emit, machine  # noqa: E402
+
+from graphseg import metrics, ops  # noqa: E402
+from graphseg.data import SegmentationFolder  # noqa: E402
+from graphseg.pipelines import METHODS, SETTINGS, segment  # noqa: E402
+from graphseg.seeds import box_interior, rasterize_points  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SETS = {"grabcut": "boxes", "voc14": "points"}
+
+
+def opencv_grabcut(image: torch.Tensor, boxes: list) -> torch.Tensor:
+    """The peer: cv2.grabCut per box (5 iterations, box padded by 5 px), foreground = the
+    definite and probable foreground, boxes painted largest first."""
+    import cv2
+
+    rgb = (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    height, width = rgb.shape[:2]
+    out = np.zeros((height, width), dtype=np.int64)
+    order = sorted(boxes, key=lambda b: -(b["box"][2] - b["box"][0] + 1)
+                   * (b["box"][3] - b["box"][1] + 1))
+    for box in order:
+        x0, y0, x1, y1 = box["box"]
+        x0, y0 = max(0, x0 - 5), max(0, y0 - 5)
+        x1, y1 = min(width - 1, x1 + 5), min(height - 1, y1 + 5)
+        mask = np.zeros((height, width), np.uint8)
+        cv2.setRNGSeed(0)
+        cv2.grabCut(bgr, mask, (x0, y0, x1 - x0 + 1, y1 - y0 + 1), np.zeros((1, 65)),
+                    np.zeros((1, 65)), 5, cv2.GC_INIT_WITH_RECT)
+        out[(mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)] = box["cls"]
+    return torch.from_numpy(out)
+
+
+def skimage_random_walker(image: torch.Tensor, points: list) -> torch.Tensor:
+    """The peer: scikit-image random_walker from the points as disks of radius 5, β = 130."""
+    from skimage.segmentation import random_walker
+
+    seeds = rasterize_points([points], *image.shape[1:], radius=5)[0]
+    present = torch.unique(seeds[seeds != 255])
+    if len(present) == 1:
+        return torch.full(seeds.shape, int(present[0]), dtype=torch.int64)
+    markers = torch.zeros_like(seeds)
+    for index, cls in enumerate(present.tolist()):
+        markers[seeds == cls] = index + 1
+    labels = random_walker(image.permute(1, 2, 0).numpy(), markers.numpy(), beta=130,
+                           mode="cg_j", channel_axis=-1)
+    return present[torch.from_numpy(labels - 1).long()]
+
+
+def _score(set_name: str, dataset, predictions: dict) -> dict:
+    num_classes = dataset.num_classes
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    foreground, error, box_error = [], [], []
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        name, mask = sample["name"], sample["mask"]
+        if name not in predictions:
+            continue
+        pred = predictions[name]
+        image_confusion = metrics.confusion_matrix(pred, mask, num_classes=num_classes)
+        confusion += image_confusion
+        foreground.append(metrics.foreground_iou(image_confusion))
+        error.append(metrics.error_rate(pred, mask))
+        if set_name == "grabcut":
+            inside = box_interior([sample["boxes"]], *mask.shape)[0]
+            box_error.append(metrics.error_rate(pred, mask, region=inside))
+    scores = {"miou": metrics.mean_iou(confusion),
+              "foreground_iou": float(np.mean(foreground)), "error": float(np.mean(error))}
+    if box_error:
+        scores["box_error"] = float(np.mean(box_error))
+    return scores
+
+
+def run_set(set_name: str, data: Path, limit: int | None, methods: list[str],
+            ial_limit: int) -> list[dict]:
+    weak = SETS[set_name]
+    dataset = SegmentationFolder(data / set_name, weak=weak)
+    if limit:
+        dataset = SegmentationFolder(data / set_name, weak=weak, names=dataset.names[:limit])
+    peer_name = "opencv_grabcut" if weak == "boxes" else "skimage_random_walker"
+    peer = opencv_grabcut if weak == "boxes" else skimage_random_walker
+    runs = [(peer_name, lambda s: peer(s["image"], s[weak]), len(dataset))]
+
+    def ours(method, settings=None):
+        return lambda s: segment(s["image"], {weak: s[weak]}, weak=weak, method=method,
+                                 num_classes=dataset.num_classes, settings=settings)
+
+    for method in methods:
+        if method == "ial":
+            # IAL is the slowest: its rows cover the first --ial-limit images, after 1 and 3
+            # EM rounds (the 1-round run is the first round of the 3-round one)
+            for rounds in (1, 3):
+                settings = replace(SETTINGS[weak], ial=replace(SETTINGS[weak].ial,
+                                                               rounds=rounds))
+                runs.append((f"graphseg_ial_{rounds}round{'s' if rounds > 1 else ''}",
+                             ours(method, settings), min(ial_limit, len(dataset))))
+        elif method in METHODS[weak]:
+            runs.append((f"graphseg_{method}", ours(method), len(dataset)))
+    rows, peer_predictions = [], None
+    for run_name, fn, count in runs:
+        predictions, seconds = {}, []
+        for index in range(count):
+            sample = dataset[index]
+            start = time.perf_counter()
+            predictions[sample["name"]] = fn(sample)
+            seconds.append(time.perf_counter() - start)
+        if peer_predictions is None:
+            peer_predictions = predictions
+        row = {"case": "eval_weak", "set": set_name, "weak": weak, "method": run_name,
+               "images": len(predictions), "seconds_per_image": round(statistics.median(
+                   seconds), 3), **_rounded(_score(set_name, dataset, predictions))}
+        if count < len(dataset):
+            subset = {name: peer_predictions[name] for name in predictions}
+            row[f"{peer_name}_same_images"] = _rounded(_score(set_name, dataset, subset))
+        emit(row)
+        rows.append(row)
+    return rows
+
+
+def _rounded(scores: dict) -> dict:
+    return {k: round(v, 4) for k, v in scores.items()}
+
+
+def _table(rows: list[dict]) -> str:
+    lines = ["| set | method | images | mIoU | fg IoU | error | box error | s / image |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        box = f"{100 * r['box_error']:.2f}%" if "box_error" in r else "–"
+        lines.append(f"| {r['set']} | {r['method']} | {r['images']} | {100 * r['miou']:.1f}% | "
+                     f"{100 * r['foreground_iou']:.1f}% | {100 * r['error']:.2f}% | {box} | "
+                     f"{r['seconds_per_image']:.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"),
+                        help="folder holding grabcut/ and voc14/")
+    parser.add_argument("--set", choices=sorted(SETS), action="append",
+                        help="data set (repeatable; default: all)")
+    parser.add_argument("--method", action="append",
+                        help="graphseg method (repeatable; default: every one of the set)")
+    parser.add_argument("--limit", type=int, help="first N images of each set")
+    parser.add_argument("--ial-limit", type=int, default=10,
+                        help="first N images for the IAL rows (default: 10)")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    emit({"case": "machine", **machine(), "backend": ops.backend()})
+    rows = []
+    for set_name in args.set or sorted(SETS):
+        methods = args.method or list(METHODS[SETS[set_name]])
+        rows += run_set(set_name, Path(args.data), args.limit, methods, args.ial_limit)
+    print(_table(rows))
+
+
+if __name__ == "__main__":
+    main()
