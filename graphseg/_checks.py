@@ -131,6 +131,17 @@ def same_batch(name_a: str, a: Tensor, name_b: str, b: Tensor) -> None:
                          f"and {b.device}")
 
 
+def check_companion(name: str, tensor: Tensor, expected: tuple, like: Tensor,
+                    like_name: str = "probs") -> None:
+    """``tensor`` must have shape ``expected`` and sit on ``like``'s device."""
+    if tuple(tensor.shape) != tuple(expected):
+        raise ValueError(f"{name} must have shape {tuple(expected)} to match {like_name} of "
+                         f"shape {tuple(like.shape)}, got {tuple(tensor.shape)}")
+    if tensor.device != like.device:
+        raise ValueError(f"{name} must be on the device of {like_name} ({like.device}), got "
+                         f"{tensor.device}")
+
+
 def as_label_batch(labels, name: str = "labels", *, what: str = "(B, H, W)") -> Tensor:
     """An integer map as a ``(B, H, W)`` int64 tensor; a single ``(H, W)`` map (tensor or numpy
     array) gets a batch dimension."""

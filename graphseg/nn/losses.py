@@ -231,16 +231,16 @@ def seed_cross_entropy(logits: Tensor, seeds: Tensor, *, variant: str = "officia
     return _masked_mean(loss, known & (seeds == 0)) + _masked_mean(loss, known & (seeds > 0))
 
 
-def potts_loss(probs: Tensor, graph) -> Tensor:
+def potts_loss(probs: Tensor, graph, *, node_weight: Tensor | None = None) -> Tensor:
     r"""L_reg, the dense-energy (Potts) loss on a pixel or general graph (thesis Eq. 2.19, 3.22).
 
     .. math::
-        L_{reg} = \frac{1}{N} \sum_i \sum_{j \in W(i)} G(i, j) \sum_c P_c(i)\,(1 - P_c(j))
+        L_{reg} = \frac{1}{N} \sum_i s_i \sum_{j \in W(i)} G(i, j) \sum_c P_c(i)\,(1 - P_c(j))
 
     Eq. 3.22 as printed sums over all class pairs including c_i = c_j, which is constant; we read
     it as the Potts form of Eq. 2.19. The 1/N (N = nodes over the batch) is the official code's
     normaliser. On a WindowGraph it is computed as
-    :math:`\sum_i \langle P(i), (G (1 - P))(i) \rangle` with one ``window_aggregate`` (no N×N
+    :math:`\sum_i s_i \langle P(i), (G (1 - P))(i) \rangle` with one ``window_aggregate`` (no N×N
     tensor; aggregating 1 − P rather than expanding into d·ΣP − ⟨P, GP⟩ avoids cancellation, so
     a constant one-hot prediction gives exactly 0); self weights are not used (G(i, i) = 0). A graph
     restricted to a window approximates RRM's fully connected energy (Eq. 2.20).
@@ -250,6 +250,9 @@ def potts_loss(probs: Tensor, graph) -> Tensor:
             probabilities.
         graph: the pairwise weights G, e.g. ``pixel_graph(image, radius=5)`` at the resolution
             of ``probs``.
+        node_weight: per-node factors :math:`s_i` on the energy of node i, ``(B, H, W)`` for a
+            WindowGraph or ``(N,)`` for a PyG/EdgeGraph (None: all 1). RRM's soft filter
+            (Eq. 2.21) is one, see :func:`graphseg.losses.pairwise.dense_energy_loss`.
 
     Returns:
         Scalar loss; 0 for the same one-hot prediction everywhere.
@@ -258,17 +261,33 @@ def potts_loss(probs: Tensor, graph) -> Tensor:
     if isinstance(graph, WindowGraph):
         _checks.check_tensor4d("probs", probs)
         _checks.same_batch("probs", probs, "graph weight", graph.weight)
+        _check_node_weight(node_weight, probs, (probs.shape[0], *probs.shape[2:]))
         weight = graph.weight.to(probs.dtype)
         energy = (probs * aggregate_unchecked(weight, 1 - probs, graph.offsets)).sum(1)
+        if node_weight is not None:
+            energy = energy * node_weight.to(probs.dtype)
         return energy.sum() / energy.numel()
     if (not isinstance(probs, Tensor) or probs.dim() != 2 or probs.shape[0] != graph.num_nodes
             or not probs.is_floating_point()):
         raise ValueError(f"probs must be a float ({graph.num_nodes}, C) tensor for a graph of "
                          f"{graph.num_nodes} nodes, got {_checks._describe(probs)}")
+    _check_node_weight(node_weight, probs, (graph.num_nodes,))
     edges = graph.without_self_loops()
     source, target = edges.edge_index
     pair = (probs[target] * (1 - probs[source])).sum(1)
+    if node_weight is not None:
+        pair = pair * node_weight.to(probs.dtype)[target]
     return (edges.edge_weight.to(probs.dtype) * pair).sum() / graph.num_nodes
+
+
+def _check_node_weight(node_weight, probs: Tensor, expected: tuple) -> None:
+    if node_weight is None:
+        return
+    if not isinstance(node_weight, Tensor) or not node_weight.is_floating_point():
+        raise TypeError(f"node_weight must be a float tensor of shape {expected}, got "
+                        f"{_checks._describe(node_weight)}")
+    _checks.check_companion("node_weight", node_weight, expected, probs)
+    _checks.check_finite("node_weight", node_weight)
 
 
 def _check_boxes_for(logits: Tensor, features: Tensor | None, boxes) -> list:

@@ -13,9 +13,17 @@ from graphseg.propagate.random_walk import (
     transition,
 )
 from graphseg.propagate.spreading import label_spreading
+from graphseg.propagate.unia import (
+    MCR_VARIANTS,
+    mutual_complementing_refinement,
+    sinkhorn,
+    sinkhorn_graph,
+    unia_affinity,
+)
 
 __all__ = [
     "CRF_PRESETS",
+    "MCR_VARIANTS",
     "RANDOM_WALK_PRESETS",
     "background_channel",
     "crf",
@@ -24,10 +32,14 @@ __all__ = [
     "ial_refine",
     "irn_affinity",
     "label_spreading",
+    "mutual_complementing_refinement",
     "par",
     "par_affinity",
     "psa_border_mask",
     "random_walk",
     "random_walker_graph",
+    "sinkhorn",
+    "sinkhorn_graph",
     "transition",
+    "unia_affinity",
 ]
