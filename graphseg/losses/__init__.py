@@ -18,12 +18,12 @@ from graphseg.losses.contrastive import (
     contrastive_affinity_loss,
 )
 from graphseg.losses.pairwise import (
+    PAIR_SETS,
+    DenseEnergyLoss,
     DFRLoss,
     DFRObjective,
-    DenseEnergyLoss,
     FeatureDistanceLoss,
     FeatureRegularLoss,
-    PAIR_SETS,
     PartialCrossEntropyLoss,
     QuadraticPairwiseLoss,
     dense_energy_loss,

@@ -10,7 +10,8 @@ SMALL = IALConfig(rounds=3, size=64, unary_steps=30, pairwise_steps=10, n_segmen
 
 
 def problem(seed=0, height=48, width=64):
-    """A rectangle of one colour on another with pixel noise; seeds on 10% of the pixels, 10% of them wrong."""
+    """A rectangle of one colour on another with pixel noise; seeds on 10% of the pixels, 10% of
+    them wrong."""
     generator = torch.Generator().manual_seed(seed)
     truth = torch.zeros(height, width, dtype=torch.long)
     truth[height // 4 : 3 * height // 4, width // 4 : 3 * width // 4] = 1
