@@ -117,9 +117,19 @@ def run_set(set_name: str, data: Path, limit: int | None, methods: list[str],
     peer = opencv_grabcut if weak == "boxes" else skimage_random_walker
     runs = [(peer_name, lambda s: peer(s["image"], s[weak]), len(dataset))]
 
-    def ours(method, settings=None):
-        return lambda s: segment(s["image"], {weak: s[weak]}, weak=weak, method=method,
-                                 num_classes=dataset.num_classes, settings=settings)
+    energies: dict[str, list] = {}  # per run: each image's IAL energy per round
+
+    def ours(method, settings=None, run_name=None):
+        def run(s):
+            details = {}
+            labels = segment(s["image"], {weak: s[weak]}, weak=weak, method=method,
+                             num_classes=dataset.num_classes, settings=settings,
+                             details=details)
+            if "ial_reports" in details:
+                energies.setdefault(run_name, []).append(
+                    [r.energy for r in details["ial_reports"]])
+            return labels
+        return run
 
     for method in methods:
         if method == "ial":
@@ -128,8 +138,9 @@ def run_set(set_name: str, data: Path, limit: int | None, methods: list[str],
             for rounds in (1, 3):
                 settings = replace(SETTINGS[weak], ial=replace(SETTINGS[weak].ial,
                                                                rounds=rounds))
-                runs.append((f"graphseg_ial_{rounds}round{'s' if rounds > 1 else ''}",
-                             ours(method, settings), min(ial_limit, len(dataset))))
+                name = f"graphseg_ial_{rounds}round{'s' if rounds > 1 else ''}"
+                runs.append((name, ours(method, settings, name),
+                             min(ial_limit, len(dataset))))
         elif method in METHODS[weak]:
             runs.append((f"graphseg_{method}", ours(method), len(dataset)))
     rows, peer_predictions = [], None
@@ -148,6 +159,12 @@ def run_set(set_name: str, data: Path, limit: int | None, methods: list[str],
         if count < len(dataset):
             subset = {name: peer_predictions[name] for name in predictions}
             row[f"{peer_name}_same_images"] = _rounded(_score(set_name, dataset, subset))
+        if run_name in energies:
+            # the energy of α_u on the RGB kernel graph, per round, averaged over the images,
+            # and how many images saw it fall from the first round to the last
+            per_image = np.array(energies[run_name])
+            row["ial_energy_per_round"] = [round(float(e), 4) for e in per_image.mean(0)]
+            row["ial_energy_fell"] = int((per_image[:, -1] < per_image[:, 0]).sum())
         emit(row)
         rows.append(row)
     return rows

@@ -38,8 +38,9 @@ def _parser() -> argparse.ArgumentParser:
                          help='JSON file {"num_classes": N, "images": {NAME: {...}}}')
     segment.add_argument("--weak", required=True, choices=sorted(_WEAK),
                          help="weak-label kind to read")
-    segment.add_argument("--method", help="box: grabcut (default), harmonic, a2gnn, ial; "
-                         "points: harmonic (default), random-walk, a2gnn, ial")
+    segment.add_argument("--method", help="box: grabcut (default), harmonic, a2gnn, ial, "
+                         "pce-potts; points: harmonic (default), random-walk, a2gnn, ial, "
+                         "pce-potts")
     segment.add_argument("--out", required=True, help="output folder")
     segment.add_argument("--resume", action="store_true", help="skip images already written")
     segment.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -30,7 +30,7 @@ from graphseg.seeds.pairs import pair_labels
 __all__ = ["fit_a2gnn", "load_checkpoint", "save_checkpoint", "train_affinity"]
 
 
-def _downsample_seeds(seeds: Tensor, size: tuple[int, int]) -> Tensor:
+def resample_seeds(seeds: Tensor, size: tuple[int, int]) -> Tensor:
     """Nearest-neighbour resampling of a seed map (255 stays a label, never blended)."""
     if tuple(seeds.shape[1:]) == size:
         return seeds
@@ -100,7 +100,7 @@ def train_affinity(
                               image[:, 0])
             image, seeds = image.to(device), seeds.to(device)
             features = model(image).affinity
-            pairs = pair_labels(_downsample_seeds(seeds, tuple(features.shape[2:])),
+            pairs = pair_labels(resample_seeds(seeds, tuple(features.shape[2:])),
                                 radius=radius, shape=shape)
             loss = affinity_loss(features, pairs, image=image, variant=variant, lam=lam,
                                  sigma_xy=sigma_xy, sigma_rgb=sigma_rgb)

@@ -40,6 +40,7 @@ from graphseg.graph.window import WindowGraph, pixel_graph
 from graphseg.nn.affinity import AffinityCNN
 from graphseg.nn.backbone import ResNetBackbone
 from graphseg.nn.losses import seed_cross_entropy
+from graphseg.nn.train import resample_seeds
 from graphseg.ops.reference import gather_neighbours
 from graphseg.propagate import ial_refine
 from graphseg.seeds import mine_confident_regions
@@ -129,19 +130,17 @@ def reference_energy(probs: Tensor, graph: WindowGraph) -> float:
     return float(quadratic.sum() / (probs.shape[0] * probs.shape[2] * probs.shape[3]))
 
 
-def _working(image: Tensor, size: int) -> Tensor:
+def working(image: Tensor, size: int) -> Tensor:
+    """The image resized so that its longer side is ``size`` (bilinear)."""
     height, width = image.shape[2:]
     scale = size / max(height, width)
     shape = (max(8, round(height * scale)), max(8, round(width * scale)))
     return F.interpolate(image, size=shape, mode="bilinear", align_corners=False)
 
 
-def _upsample(probs: Tensor, shape: tuple[int, int]) -> Tensor:
+def upsample(probs: Tensor, shape: tuple[int, int]) -> Tensor:
+    """Bilinear resampling of ``(B, C, h, w)`` maps to ``shape``."""
     return F.interpolate(probs, size=shape, mode="bilinear", align_corners=False)
-
-
-def _nearest(labels: Tensor, shape: tuple[int, int]) -> Tensor:
-    return F.interpolate(labels[:, None].float(), size=shape, mode="nearest")[:, 0].long()
 
 
 def _accuracy(labels: Tensor, truth: Tensor | None) -> float | None:
@@ -250,12 +249,12 @@ def ial_em(image, seeds: Tensor, *, num_classes: int | None = None,
     classes = int(seeds[seeds != UNKNOWN].max()) + 1 if num_classes is None else num_classes
     _checks.check_seed_values("seeds", seeds, classes)
     height, width = image.shape[2:]
-    small = _working(image, config.size)
+    small = working(image, config.size)
     grid = tuple(-(-s // config.stride) for s in small.shape[2:])
-    grid_seeds = _nearest(seeds, grid)
-    grid_truth = None if truth is None else _nearest(
+    grid_seeds = resample_seeds(seeds, grid)
+    grid_truth = None if truth is None else resample_seeds(
         _checks.as_label_batch(truth, "truth"), grid)
-    regions = _nearest(superpixels(small, n_segments=config.n_segments), grid)
+    regions = resample_seeds(superpixels(small, n_segments=config.n_segments), grid)
     reference = pixel_graph(F.interpolate(small, size=grid, mode="bilinear",
                                           align_corners=False), radius=config.radius)
     with torch.random.fork_rng(devices=[]), torch.enable_grad():
@@ -284,7 +283,7 @@ def ial_em(image, seeds: Tensor, *, num_classes: int | None = None,
                 logits = unary(small)
                 alpha_u = logits.softmax(1)
                 refined, _ = _refine(pairwise, small, alpha_u, config)
-            round_labels.append(_upsample(refined, (height, width)).argmax(1)[0])
+            round_labels.append(upsample(refined, (height, width)).argmax(1)[0])
             confident = mine_confident_regions(alpha_u, regions, ratio=config.ratio)
             # the region classifier: mask pooling of the unary logits over each region
             node, count = global_regions(regions)
@@ -308,6 +307,6 @@ def ial_em(image, seeds: Tensor, *, num_classes: int | None = None,
             _fit_unary(unary, small, soft, config.unary_steps, config.lr)
             if path is not None:
                 _save(path, round_index, unary, pairwise, reports)
-    probs = _upsample(refined, (height, width))
+    probs = upsample(refined, (height, width))
     return IALResult(probs.argmax(1)[0], probs[0], round_labels, reports)
 

@@ -9,11 +9,14 @@ Each pipeline turns one image and its weak labels into a label map of class ids:
     boxes;
   - ``"a2gnn"``: A²GNN trained on the image's superpixel graph from M_B with the MP loss and
     consistency checking (thesis §3.4), the losses read through a pixel grid of stride 4;
-  - ``"ial"``: IAL's EM loop (:func:`graphseg.pipelines.ial.ial_em`) from M_B.
+  - ``"ial"``: IAL's EM loop (:func:`graphseg.pipelines.ial.ial_em`) from M_B;
+  - ``"pce-potts"``: a network trained on M_B with partial cross-entropy + Potts loss
+    (:func:`graphseg.pipelines.regularized.fit_regularized`).
 
 - ``"points"`` — the clicks drawn as disks, expanded to whole superpixels (thesis §3.6.1), then
   ``"harmonic"``, ``"random-walk"`` (label spreading of the seeds over the RGB pixel graph),
-  ``"a2gnn"`` (A²GNN on the superpixel graph) or ``"ial"`` (IAL's EM loop).
+  ``"a2gnn"`` (A²GNN on the superpixel graph), ``"ial"`` (IAL's EM loop) or ``"pce-potts"``
+  (partial cross-entropy + Potts training).
 
 One set of settings per weak kind (:data:`SETTINGS`), the same for every image.
 """
@@ -37,6 +40,7 @@ from graphseg.graph.superpixel import superpixel_graph
 from graphseg.graph.window import pixel_graph
 from graphseg.nn.train import fit_a2gnn
 from graphseg.pipelines.ial import IALConfig, ial_em
+from graphseg.pipelines.regularized import RegularizedConfig, fit_regularized
 from graphseg.propagate import harmonic, label_spreading
 from graphseg.seeds import box_interior, expand_seeds, grabcut_seeds, rasterize_points
 
@@ -44,8 +48,8 @@ __all__ = ["METHODS", "SETTINGS", "Failure", "Settings", "segment", "segment_dat
 
 UNKNOWN = 255
 METHODS = {
-    "boxes": ("grabcut", "harmonic", "a2gnn", "ial"),
-    "points": ("harmonic", "random-walk", "a2gnn", "ial"),
+    "boxes": ("grabcut", "harmonic", "a2gnn", "ial", "pce-potts"),
+    "points": ("harmonic", "random-walk", "a2gnn", "ial", "pce-potts"),
 }
 DEFAULT_METHOD = {"boxes": "grabcut", "points": "harmonic"}
 
@@ -72,6 +76,8 @@ class Settings:
     """Stride of the pixel grid through which A²GNN's losses read a superpixel graph."""
     ial: IALConfig = IALConfig()
     """IAL's EM loop."""
+    regularized: RegularizedConfig = RegularizedConfig()
+    """Partial cross-entropy + Potts training."""
 
 
 SETTINGS = {"boxes": Settings(n_segments=1000), "points": Settings()}
@@ -124,12 +130,22 @@ def _region_a2gnn(image: Tensor, seeds: Tensor, settings: Settings, boxes=None,
     return present[graph.unpool(probs).argmax(1)[0]]
 
 
-def _ial(image: Tensor, seeds: Tensor, settings: Settings) -> Tensor:
-    """IAL's EM loop over the seeded classes; returns per-pixel class ids."""
+def _trained(image: Tensor, seeds: Tensor, method: str, settings: Settings,
+             details: dict | None) -> Tensor:
+    """IAL's EM loop or partial cross-entropy + Potts training over the seeded classes;
+    returns per-pixel class ids."""
     present, local = _present(seeds)
     if len(present) == 1:
         return torch.full(seeds.shape[1:], int(present[0]), dtype=torch.int64)
-    return present[ial_em(image, local, num_classes=len(present), config=settings.ial).labels]
+    if method == "ial":
+        result = ial_em(image, local, num_classes=len(present), config=settings.ial)
+        if details is not None:
+            details["ial_reports"] = result.reports
+        labels = result.labels
+    else:
+        labels = fit_regularized(image, local, num_classes=len(present),
+                                 config=settings.regularized).argmax(0)
+    return present[labels]
 
 
 def _rgb_graph(image: Tensor, settings: Settings):
@@ -152,7 +168,8 @@ def _propagate(image: Tensor, seeds: Tensor, method: str, settings: Settings) ->
 
 
 def segment(image, labels: dict, *, weak: str, method: str | None = None,
-            num_classes: int | None = None, settings: Settings | None = None) -> Tensor:
+            num_classes: int | None = None, settings: Settings | None = None,
+            details: dict | None = None) -> Tensor:
     """Segments one image from its weak labels.
 
     Args:
@@ -165,6 +182,8 @@ def segment(image, labels: dict, *, weak: str, method: str | None = None,
             points).
         num_classes: when given, label classes must be below it.
         settings: overrides :data:`SETTINGS` ``[weak]``.
+        details: an optional dict that receives what the method reports: ``"ial_reports"``,
+            IAL's per-round :class:`~graphseg.pipelines.ial.RoundReport` list.
 
     Returns:
         ``(H, W)`` int64 class ids.
@@ -185,8 +204,8 @@ def segment(image, labels: dict, *, weak: str, method: str | None = None,
         inside = box_interior([boxes], height, width)[0]
         if method == "harmonic":
             pred = _propagate(image, seeds, method, settings)
-        elif method == "ial":
-            pred = _ial(image, seeds, settings)
+        elif method in ("ial", "pce-potts"):
+            pred = _trained(image, seeds, method, settings, details)
         else:
             pred = _region_a2gnn(image, seeds, settings, boxes=boxes)
         return torch.where(inside, pred, 0)
@@ -199,8 +218,8 @@ def segment(image, labels: dict, *, weak: str, method: str | None = None,
         return _region_a2gnn(image, seeds, settings)
     graph_regions = superpixel_graph(image, n_segments=settings.n_segments)
     expanded = expand_seeds(seeds, graph_regions)
-    if method == "ial":
-        return _ial(image, expanded, settings)
+    if method in ("ial", "pce-potts"):
+        return _trained(image, expanded, method, settings, details)
     return _propagate(image, expanded, method, settings)
 
 

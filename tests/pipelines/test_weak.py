@@ -28,6 +28,7 @@ from graphseg.pipelines import (
 )
 from graphseg.pipelines import weak as weak_module
 from graphseg.pipelines.ial import IALConfig
+from graphseg.pipelines.regularized import RegularizedConfig
 from graphseg.seeds import box_interior
 
 H, W = 40, 48
@@ -37,7 +38,8 @@ NAMES = [f"img{i}" for i in range(len(BACKGROUNDS))]
 # small settings: a2gnn trains in a fraction of a second on these images, ial in about one
 FAST = Settings(n_segments=300, epochs=20, hidden=16,
                 ial=IALConfig(rounds=2, size=48, unary_steps=40, pairwise_steps=10,
-                              n_segments=40))
+                              n_segments=40),
+                regularized=RegularizedConfig(size=48, steps=60))
 
 
 def make_scene(i):
@@ -101,10 +103,12 @@ def listing(folder):
 # pixels lost to superpixels straddling the edge), ial (networks trained from scratch on a
 # tiny budget) 0.87-1.00 from boxes and 0.77-0.97 from points; a box filled entirely with
 # foreground scores ~0.65 and an all-foreground map ~0.3
+PCE_POTTS = 0.75
 QUALITY = {("boxes", "grabcut"): 0.9, ("boxes", "harmonic"): 0.9, ("boxes", "a2gnn"): 0.85,
            ("boxes", "ial"): 0.75,
            ("points", "harmonic"): 0.9, ("points", "random-walk"): 0.9,
-           ("points", "a2gnn"): 0.85, ("points", "ial"): 0.65}
+           ("points", "a2gnn"): 0.85, ("points", "ial"): 0.65,
+           ("boxes", "pce-potts"): PCE_POTTS, ("points", "pce-potts"): PCE_POTTS}
 
 
 @pytest.mark.parametrize(("weak", "method"), sorted(QUALITY))
