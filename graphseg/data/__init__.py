@@ -7,6 +7,7 @@ from graphseg.data.datasets import (
     SegmentationFolder,
     VOCSegmentation,
     collate_samples,
+    read_image,
     read_label_map,
 )
 
@@ -17,5 +18,6 @@ __all__ = [
     "SegmentationFolder",
     "VOCSegmentation",
     "collate_samples",
+    "read_image",
     "read_label_map",
 ]

@@ -30,6 +30,7 @@ __all__ = [
     "SegmentationFolder",
     "VOCSegmentation",
     "collate_samples",
+    "read_image",
     "read_label_map",
 ]
 
@@ -53,7 +54,8 @@ def _weak_kinds(weak) -> tuple[str, ...]:
     return kinds
 
 
-def _read_image(path: Path) -> Tensor:
+def read_image(path: str | os.PathLike) -> Tensor:
+    """An image file as a ``(3, H, W)`` float tensor in [0, 1] (RGB)."""
     from PIL import Image
 
     with Image.open(path) as handle:
@@ -106,7 +108,7 @@ class _WeakLabelDataset(Dataset, ABC):
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} images")
         name = self.names[index]
-        image = _read_image(self._image_path(name))
+        image = read_image(self._image_path(name))
         height, width = image.shape[1:]
         sample = {"name": name, "image": image}
         if self.with_mask:
