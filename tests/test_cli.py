@@ -195,3 +195,74 @@ def test_module_entry_point_help_of_pipelines(command, option):
     result = subprocess.run([sys.executable, "-m", "graphseg", command, "--help"],
                             capture_output=True, text=True, check=True)
     assert option in result.stdout and "example: graphseg" in result.stdout
+
+
+# --- train-affinity / segment --checkpoint --------------------------------------------------
+
+def _train_args(root, out, *extra):
+    return ["train-affinity", "--images", str(root / "images"), "--annotations",
+            str(root / "annotations.json"), "--out", str(out), "--epochs", "2", "--size", "64",
+            "--quiet", *extra]
+
+
+def test_train_affinity_then_segment_with_the_checkpoint(tmp_path, capsys):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    root = _write_scene_set(tmp_path / "set")
+    checkpoint = tmp_path / "affinity.pt"
+    assert main(_train_args(root, checkpoint, "--weak", "box")) == 0
+    out = capsys.readouterr().out
+    assert "trained on 3 of 3 images: 2 epochs" in out and str(checkpoint) in out
+    assert int(torch.load(checkpoint, weights_only=True)["epochs_trained"]) == 2
+    assert main(_train_args(root, checkpoint, "--weak", "box", "--epochs", "3",
+                            "--resume")) == 0
+    assert "3 epochs" in capsys.readouterr().out
+    pred = tmp_path / "pred"
+    assert main(_segment_args(root, pred, "--weak", "box", "--method", "a2gnn",
+                              "--checkpoint", str(checkpoint))) == 0
+    assert "segmented 3 of 3" in capsys.readouterr().out
+    assert sorted(os.listdir(pred)) == ["img0.png", "img1.png", "img2.png"]
+    for name in os.listdir(pred):
+        with Image.open(pred / name) as labels, Image.open(root / "masks" / name) as mask:
+            labels, mask = np.asarray(labels), np.asarray(mask)
+        assert labels.shape == mask.shape and set(np.unique(labels)) <= {0, 1}
+        assert (labels == mask).mean() > 0.8
+    # a checkpoint with a method that does not use it is a usage error
+    assert main(_segment_args(root, tmp_path / "other", "--weak", "box", "--checkpoint",
+                              str(checkpoint))) == 2
+    assert "a2gnn" in capsys.readouterr().err
+
+
+def test_train_affinity_reports_a_corrupt_image(tmp_path, capsys):
+    import torch
+
+    root = _write_scene_set(tmp_path / "set")
+    (root / "images" / "img1.png").write_bytes(b"garbage, not a PNG")
+    checkpoint = tmp_path / "affinity.pt"
+    assert main(_train_args(root, checkpoint, "--weak", "points", "--epochs", "1")) == 1
+    captured = capsys.readouterr()
+    assert "img1" in captured.out + captured.err
+    assert "trained on 2 of 3 images" in captured.out and "1 failed" in captured.out
+    assert int(torch.load(checkpoint, weights_only=True)["epochs_trained"]) == 1
+
+
+def test_train_affinity_usage_errors_exit_2(tmp_path, capsys):
+    root = _write_scene_set(tmp_path / "set", count=1)
+    checkpoint = tmp_path / "affinity.pt"
+    assert main(_train_args(root, checkpoint, "--weak", "box", "--epochs", "0")) == 2
+    assert "graphseg train-affinity: error" in capsys.readouterr().err
+    (root / "images" / "img0.png").write_bytes(b"garbage")
+    assert main(_train_args(root, checkpoint, "--weak", "box")) == 2
+    assert "no image gave seeds" in capsys.readouterr().err
+    assert not checkpoint.exists()
+
+
+def test_help_of_train_affinity_and_checkpoint(capsys):
+    for command, expected in (("train-affinity", "example: graphseg train-affinity"),
+                              ("segment", "--checkpoint")):
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--help"])
+        assert exit_info.value.code == 0
+        assert expected in capsys.readouterr().out

@@ -2,13 +2,20 @@
 
 from graphseg.pipelines.evaluate import evaluate_folder
 from graphseg.pipelines.weak import (
+    AFFINITY_ARCHITECTURE,
     METHODS,
     SETTINGS,
+    AffinityTraining,
     Failure,
     Settings,
+    affinity_model,
+    load_affinity,
     segment,
     segment_dataset,
+    train_affinity_dataset,
+    weak_seeds,
 )
 
-__all__ = ["METHODS", "SETTINGS", "Failure", "Settings", "evaluate_folder", "segment",
-           "segment_dataset"]
+__all__ = ["AFFINITY_ARCHITECTURE", "METHODS", "SETTINGS", "AffinityTraining", "Failure",
+           "Settings", "affinity_model", "evaluate_folder", "load_affinity", "segment",
+           "segment_dataset", "train_affinity_dataset", "weak_seeds"]

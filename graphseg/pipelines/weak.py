@@ -18,18 +18,24 @@ Each pipeline turns one image and its weak labels into a label map of class ids:
   ``"a2gnn"`` (A²GNN on the superpixel graph), ``"ial"`` (IAL's EM loop) or ``"pce-potts"``
   (partial cross-entropy + Potts training).
 
+With a trained affinity CNN (``checkpoint=``, from :func:`train_affinity_dataset`), ``"a2gnn"``
+runs on the learned pixel graph of the image at a working resolution instead of the superpixel
+graph (thesis §3.3.3–3.4).
+
 One set of settings per weak kind (:data:`SETTINGS`), the same for every image.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -38,13 +44,17 @@ from graphseg import _checks
 from graphseg._io import atomic_path
 from graphseg.graph.superpixel import superpixel_graph
 from graphseg.graph.window import pixel_graph
-from graphseg.nn.train import fit_a2gnn
+from graphseg.nn.affinity import AffinityCNN
+from graphseg.nn.backbone import ResNetBackbone
+from graphseg.nn.train import fit_a2gnn, resample_seeds, save_checkpoint, train_affinity
 from graphseg.pipelines.ial import IALConfig, ial_em
 from graphseg.pipelines.regularized import RegularizedConfig, fit_regularized
 from graphseg.propagate import harmonic, label_spreading
 from graphseg.seeds import box_interior, expand_seeds, grabcut_seeds, rasterize_points
 
-__all__ = ["METHODS", "SETTINGS", "Failure", "Settings", "segment", "segment_dataset"]
+__all__ = ["AFFINITY_ARCHITECTURE", "METHODS", "SETTINGS", "AffinityTraining", "Failure",
+           "Settings", "affinity_model", "load_affinity", "segment", "segment_dataset",
+           "train_affinity_dataset", "weak_seeds"]
 
 UNKNOWN = 255
 METHODS = {
@@ -78,9 +88,20 @@ class Settings:
     """IAL's EM loop."""
     regularized: RegularizedConfig = RegularizedConfig()
     """Partial cross-entropy + Potts training."""
+    affinity_size: int = 128
+    """Longer side of the working resolution of the learned graph (training and inference)."""
+    affinity_radius: int = 4
+    """Square window radius of the learned graph (official code: 4 for boxes, 3 for points)."""
 
 
-SETTINGS = {"boxes": Settings(n_segments=1000), "points": Settings()}
+SETTINGS = {"boxes": Settings(n_segments=1000), "points": Settings(affinity_radius=3)}
+
+AFFINITY_ARCHITECTURE = {"widths": (32, 32, 64), "stem_width": 16, "stride": 4,
+                         "reductions": (32, 32, 64)}
+"""The affinity CNN that :func:`train_affinity_dataset` trains and :func:`load_affinity`
+rebuilds: a small :class:`~graphseg.nn.ResNetBackbone` (stride 4) trainable on CPU."""
+EPOCH_KEY = "epochs_trained"
+"""State-dict entry (an int64 scalar) holding the epochs a checkpoint has been trained for."""
 
 
 def _one_image(image) -> Tensor:
@@ -106,10 +127,11 @@ def _present(seeds: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _region_a2gnn(image: Tensor, seeds: Tensor, settings: Settings, boxes=None,
-                  seed: int = 0) -> Tensor:
+                  seed: int = 0, graph=None) -> Tensor:
     """A²GNN on the superpixel graph; returns per-pixel class ids among the seeded classes."""
     present, local = _present(seeds)
-    graph = superpixel_graph(image, n_segments=settings.n_segments)
+    if graph is None:
+        graph = superpixel_graph(image, n_segments=settings.n_segments)
     stride = settings.grid_stride
     offset = stride // 2
     cells = graph.labels[:, offset::stride, offset::stride]
@@ -128,6 +150,50 @@ def _region_a2gnn(image: Tensor, seeds: Tensor, settings: Settings, boxes=None,
                       num_classes=len(present), epochs=settings.epochs, hidden=settings.hidden,
                       seed=seed)
     return present[graph.unpool(probs).argmax(1)[0]]
+
+
+def _working_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """(h, w) with the longer side ``size`` and the aspect ratio kept."""
+    scale = size / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def _resize_image(image: Tensor, size: int) -> Tensor:
+    target = _working_size(*image.shape[2:], size)
+    if target == tuple(image.shape[2:]):
+        return image
+    return F.interpolate(image, size=target, mode="bilinear", align_corners=False,
+                         antialias=True).clamp(0, 1)
+
+
+def _learned_a2gnn(image: Tensor, seeds: Tensor, model: AffinityCNN, settings: Settings,
+                   boxes=None, seed: int = 0) -> Tensor:
+    """A²GNN on the learned pixel graph of the image at the working resolution; returns
+    per-pixel class ids among the seeded classes."""
+    present, local = _present(seeds)
+    if len(present) == 1:
+        return torch.full(seeds.shape[1:], int(present[0]), dtype=torch.int64)
+    height, width = image.shape[2:]
+    device = next(model.parameters()).device
+    model.eval()
+    with torch.no_grad():
+        graph = model.to_graph(_resize_image(image, settings.affinity_size).to(device),
+                               radius=settings.affinity_radius, shape="square")
+    rows, cols = graph.image_size
+    grid_boxes = None
+    if boxes is not None:
+        index = {int(c): i for i, c in enumerate(present.tolist())}
+        grid_boxes = [[{"cls": index[b["cls"]],
+                        "box": [min(cols - 1, b["box"][0] * cols // width),
+                                min(rows - 1, b["box"][1] * rows // height),
+                                min(cols - 1, b["box"][2] * cols // width),
+                                min(rows - 1, b["box"][3] * rows // height)]}
+                       for b in boxes if b["cls"] in index]]
+    probs = fit_a2gnn(graph, resample_seeds(local, (rows, cols)).to(device), boxes=grid_boxes,
+                      num_classes=len(present), epochs=settings.epochs, hidden=settings.hidden,
+                      seed=seed)
+    probs = F.interpolate(probs, size=(height, width), mode="bilinear", align_corners=False)
+    return present[probs.argmax(1)[0].cpu()]
 
 
 def _trained(image: Tensor, seeds: Tensor, method: str, settings: Settings,
@@ -167,9 +233,105 @@ def _propagate(image: Tensor, seeds: Tensor, method: str, settings: Settings) ->
     return present[probs.argmax(1)[0]]
 
 
+def _check_labels(labels, weak: str) -> None:
+    if not isinstance(labels, dict) or weak not in labels:
+        raise ValueError(f"labels must be a dict with a {weak!r} entry, got "
+                         f"{_checks._describe(labels)}")
+
+
+def _seeds(image: Tensor, labels: dict, weak: str, num_classes: int | None,
+           settings: Settings):
+    """The (1, H, W) seed map of one image, and its superpixel graph for points (None for
+    boxes)."""
+    height, width = image.shape[2:]
+    if weak == "boxes":
+        boxes = labels["boxes"]
+        _checks.check_boxes([boxes], 1, height, width, num_classes=num_classes)
+        return grabcut_seeds(image, [boxes], num_classes=num_classes), None
+    points = labels["points"]
+    if not points:
+        raise ValueError("labels['points'] is empty: at least one click is needed")
+    seeds = rasterize_points([points], height, width, radius=settings.point_radius,
+                             num_classes=num_classes)
+    regions = superpixel_graph(image, n_segments=settings.n_segments)
+    return expand_seeds(seeds, regions), regions
+
+
+def weak_seeds(image, labels: dict, *, weak: str, num_classes: int | None = None,
+               settings: Settings | None = None) -> Tensor:
+    """The seed map that :func:`segment` and :func:`train_affinity_dataset` build from weak
+    labels.
+
+    - boxes: GrabCut seeds M_B (thesis Eq. 3.2–3.3, :func:`graphseg.seeds.grabcut_seeds`);
+    - points: disks of ``settings.point_radius`` expanded to SLIC superpixels of
+      ``settings.n_segments`` (thesis §3.6.1, :func:`graphseg.seeds.expand_seeds`).
+
+    Args:
+        image, labels, weak, num_classes, settings: as :func:`segment`.
+
+    Returns:
+        ``(1, H, W)`` int64 seeds, 255 = unknown.
+    """
+    _checks.check_choice("weak", weak, tuple(METHODS))
+    image = _one_image(image)
+    _check_labels(labels, weak)
+    settings = SETTINGS[weak] if settings is None else settings
+    return _seeds(image, labels, weak, num_classes, settings)[0]
+
+
+def affinity_model(*, seed: int = 0) -> AffinityCNN:
+    """A fresh affinity CNN of :data:`AFFINITY_ARCHITECTURE`, initialised from ``seed`` (the
+    global RNG is left as it was), with an ``epochs_trained`` int64 buffer."""
+    arch = AFFINITY_ARCHITECTURE
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AffinityCNN(ResNetBackbone(widths=arch["widths"], stem_width=arch["stem_width"],
+                                           stride=arch["stride"]),
+                            reductions=arch["reductions"])
+    model.register_buffer(EPOCH_KEY, torch.zeros((), dtype=torch.int64))
+    model.eval()
+    return model
+
+
+def load_affinity(path: str | os.PathLike, *,
+                  map_location: str | torch.device = "cpu") -> AffinityCNN:
+    """Loads a checkpoint of :func:`train_affinity_dataset` into :func:`affinity_model` with
+    ``torch.load(..., weights_only=True)`` (a checkpoint cannot run code). A plain state dict
+    of an :data:`AFFINITY_ARCHITECTURE` model without ``epochs_trained`` loads as 0 epochs."""
+    try:
+        state = torch.load(os.fspath(path), map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, EOFError, RuntimeError) as error:
+        raise ValueError(f"checkpoint {os.fspath(path)} is not a readable state dict: "
+                         f"{error}") from error
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint {os.fspath(path)} must hold a state dict, got "
+                         f"{type(state).__name__}")
+    state.setdefault(EPOCH_KEY, torch.zeros((), dtype=torch.int64))
+    model = affinity_model()
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise ValueError(f"checkpoint {os.fspath(path)} does not fit AFFINITY_ARCHITECTURE "
+                         f"{AFFINITY_ARCHITECTURE}: {error}") from error
+    return model.to(map_location).eval()
+
+
+def _affinity(checkpoint, method: str) -> AffinityCNN | None:
+    if checkpoint is None:
+        return None
+    if method != "a2gnn":
+        raise ValueError(f"checkpoint is only used by method 'a2gnn', got method {method!r}")
+    if isinstance(checkpoint, AffinityCNN):
+        return checkpoint
+    if isinstance(checkpoint, (str, os.PathLike)):
+        return load_affinity(checkpoint)
+    raise TypeError("checkpoint must be a path or an AffinityCNN, got "
+                    f"{type(checkpoint).__name__}")
+
+
 def segment(image, labels: dict, *, weak: str, method: str | None = None,
             num_classes: int | None = None, settings: Settings | None = None,
-            details: dict | None = None) -> Tensor:
+            details: dict | None = None, checkpoint=None) -> Tensor:
     """Segments one image from its weak labels.
 
     Args:
@@ -184,43 +346,42 @@ def segment(image, labels: dict, *, weak: str, method: str | None = None,
         settings: overrides :data:`SETTINGS` ``[weak]``.
         details: an optional dict that receives what the method reports: ``"ial_reports"``,
             IAL's per-round :class:`~graphseg.pipelines.ial.RoundReport` list.
+        checkpoint: a trained :class:`~graphseg.nn.AffinityCNN`, or the path of a checkpoint
+            of :func:`train_affinity_dataset`; method ``"a2gnn"`` then trains on the learned
+            pixel graph of the image resized to ``settings.affinity_size`` (square window of
+            ``settings.affinity_radius``) and upsamples its probabilities bilinearly.
+            Only for ``"a2gnn"``.
 
     Returns:
         ``(H, W)`` int64 class ids.
     """
     method = _check_method(weak, method)
+    model = _affinity(checkpoint, method)
     image = _one_image(image)
-    if not isinstance(labels, dict) or weak not in labels:
-        raise ValueError(f"labels must be a dict with a {weak!r} entry, got "
-                         f"{_checks._describe(labels)}")
+    _check_labels(labels, weak)
     settings = SETTINGS[weak] if settings is None else settings
-    height, width = image.shape[2:]
+    seeds, regions = _seeds(image, labels, weak, num_classes, settings)
     if weak == "boxes":
-        boxes = labels["boxes"]
-        _checks.check_boxes([boxes], 1, height, width, num_classes=num_classes)
-        seeds = grabcut_seeds(image, [boxes], num_classes=num_classes)
         if method == "grabcut":
             return torch.where(seeds[0] == UNKNOWN, 0, seeds[0])
-        inside = box_interior([boxes], height, width)[0]
+        boxes = labels["boxes"]
+        inside = box_interior([boxes], *image.shape[2:])[0]
         if method == "harmonic":
             pred = _propagate(image, seeds, method, settings)
         elif method in ("ial", "pce-potts"):
             pred = _trained(image, seeds, method, settings, details)
+        elif model is not None:
+            pred = _learned_a2gnn(image, seeds, model, settings, boxes=boxes)
         else:
             pred = _region_a2gnn(image, seeds, settings, boxes=boxes)
         return torch.where(inside, pred, 0)
-    points = labels["points"]
-    if not points:
-        raise ValueError("labels['points'] is empty: at least one click is needed")
-    seeds = rasterize_points([points], height, width, radius=settings.point_radius,
-                             num_classes=num_classes)
     if method == "a2gnn":
-        return _region_a2gnn(image, seeds, settings)
-    graph_regions = superpixel_graph(image, n_segments=settings.n_segments)
-    expanded = expand_seeds(seeds, graph_regions)
+        if model is not None:
+            return _learned_a2gnn(image, seeds, model, settings)
+        return _region_a2gnn(image, seeds, settings, graph=regions)
     if method in ("ial", "pce-potts"):
-        return _trained(image, expanded, method, settings, details)
-    return _propagate(image, expanded, method, settings)
+        return _trained(image, seeds, method, settings, details)
+    return _propagate(image, seeds, method, settings)
 
 
 @dataclass(frozen=True)
@@ -239,8 +400,8 @@ def _write_png(path: Path, labels: Tensor) -> None:
 def segment_dataset(dataset, out_dir: str | os.PathLike, *, weak: str,
                     method: str | None = None, resume: bool = False, progress: bool = True,
                     settings: Settings | None = None,
-                    on_result: Callable[[str, Tensor, float], None] | None = None
-                    ) -> list[Failure]:
+                    on_result: Callable[[str, Tensor, float], None] | None = None,
+                    checkpoint=None) -> list[Failure]:
     """Segments every image of a data set and writes ``OUT/NAME.png`` (uint8 class ids).
 
     Each file is written atomically (a temporary file renamed into place), so an interrupted
@@ -252,6 +413,7 @@ def segment_dataset(dataset, out_dir: str | os.PathLike, *, weak: str,
             ``name``, ``image`` and the ``weak`` labels); only ``weak`` labels are read.
         out_dir: output folder (created).
         weak, method, settings: as :func:`segment`.
+        checkpoint: as :func:`segment` (a path is loaded once, before the first image).
         resume: skip images already written.
         progress: show a tqdm bar.
         on_result: called as ``on_result(name, labels, seconds)`` after each image.
@@ -260,6 +422,7 @@ def segment_dataset(dataset, out_dir: str | os.PathLike, *, weak: str,
         The failures, in order.
     """
     method = _check_method(weak, method)
+    model = _affinity(checkpoint, method)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     failures: list[Failure] = []
@@ -277,7 +440,8 @@ def segment_dataset(dataset, out_dir: str | os.PathLike, *, weak: str,
             target = out / f"{name}.png"
             start = time.perf_counter()
             labels = segment(sample["image"], {weak: sample.get(weak)}, weak=weak,
-                             method=method, num_classes=num_classes, settings=settings)
+                             method=method, num_classes=num_classes, settings=settings,
+                             checkpoint=model)
             seconds = time.perf_counter() - start
             _write_png(target, labels)
         except (OSError, ValueError, TypeError, KeyError, RuntimeError) as error:
@@ -287,3 +451,99 @@ def segment_dataset(dataset, out_dir: str | os.PathLike, *, weak: str,
         if on_result is not None:
             on_result(name, labels, seconds)
     return failures
+
+
+@dataclass(frozen=True)
+class AffinityTraining:
+    """What :func:`train_affinity_dataset` did."""
+
+    history: list[float] = field(default_factory=list)
+    """Mean loss of each epoch run by this call (a resumed run lists only its new epochs)."""
+    failures: list[Failure] = field(default_factory=list)
+    """Images left out because their seeds could not be built."""
+    epochs: int = 0
+    """Epochs the saved checkpoint has been trained for."""
+
+
+def _seed_batches(dataset, weak: str, size: int, settings: Settings | None, progress: bool):
+    """(image, seeds) pairs at the working resolution, and the images that failed."""
+    batches, failures = [], []
+    names = getattr(dataset, "names", None)
+    num_classes = getattr(dataset, "num_classes", None)
+    bar = tqdm(range(len(dataset)), desc=f"seeds {weak}", disable=not progress)
+    for index in bar:
+        name = names[index] if names is not None else str(index)
+        try:
+            sample = dataset[index]
+            name = sample.get("name", name)
+            image = _one_image(sample["image"])
+            seeds = weak_seeds(image, {weak: sample.get(weak)}, weak=weak,
+                               num_classes=num_classes, settings=settings)
+        except (OSError, ValueError, TypeError, KeyError, RuntimeError) as error:
+            failures.append(Failure(name, f"{type(error).__name__}: {error}"))
+            bar.write(f"{name}: {type(error).__name__}: {error}")
+            continue
+        small = _resize_image(image, size)
+        batches.append((small, resample_seeds(seeds, tuple(small.shape[2:]))))
+    return batches, failures
+
+
+def train_affinity_dataset(dataset, *, weak: str, out: str | os.PathLike, epochs: int = 20,
+                           lr: float = 3e-3, size: int = 128, settings: Settings | None = None,
+                           progress: bool = True, resume: bool = False,
+                           seed: int = 0) -> AffinityTraining:
+    """Trains the affinity CNN of :data:`AFFINITY_ARCHITECTURE` on the seeds of a data set's
+    weak labels (thesis §3.3.3) and saves it to ``out``.
+
+    Every image's seeds come from :func:`weak_seeds`; image and seeds are resized to a working
+    resolution whose longer side is ``size`` (seeds nearest), and
+    :func:`graphseg.nn.train_affinity` trains on them one image per batch with Adam, on the
+    square window of ``settings.affinity_radius`` that :func:`segment` uses. After every epoch
+    the state dict (with the epoch count as its ``epochs_trained`` entry) is written atomically
+    to ``out``. Each epoch starts a fresh Adam, so a run resumed from epoch k continues exactly
+    as an uninterrupted one. An image whose seeds cannot be built (unreadable, invalid labels)
+    is reported and left out.
+
+    Args:
+        dataset: as :func:`segment_dataset`.
+        weak: ``"boxes"`` or ``"points"``.
+        out: checkpoint path (loadable with :func:`load_affinity`).
+        epochs: total epochs, counting those of a resumed checkpoint.
+        lr: Adam learning rate.
+        size: longer side of the working resolution (use the same
+            ``settings.affinity_size`` in :func:`segment`).
+        settings: overrides :data:`SETTINGS` ``[weak]`` (seeds and window).
+        progress: show tqdm bars (seeds, then epochs).
+        resume: continue from the checkpoint at ``out`` when it exists.
+        seed: seed of the initialisation.
+
+    Returns:
+        :class:`AffinityTraining`: the loss of every epoch run, the failed images and the
+        epochs of the saved checkpoint.
+    """
+    _checks.check_choice("weak", weak, tuple(METHODS))
+    _checks.check_positive("epochs", epochs, integer=True)
+    _checks.check_positive("lr", lr)
+    _checks.check_positive("size", size, integer=True)
+    settings = SETTINGS[weak] if settings is None else settings
+    out = Path(out)
+    model = load_affinity(out) if resume and out.exists() else affinity_model(seed=seed)
+    done = int(getattr(model, EPOCH_KEY))
+    if done >= epochs:
+        return AffinityTraining(epochs=done)
+    batches, failures = _seed_batches(dataset, weak, size, settings, progress)
+    if not batches:
+        reason = failures[0].reason if failures else "the data set is empty"
+        raise ValueError(f"no image gave seeds to train on ({len(failures)} failed; first: "
+                         f"{reason})")
+    history: list[float] = []
+    bar = tqdm(range(done, epochs), desc=f"train-affinity {weak}", disable=not progress)
+    for epoch in bar:
+        history += train_affinity(model, batches, epochs=1, lr=lr,
+                                  radius=settings.affinity_radius, shape="square",
+                                  progress=False)
+        getattr(model, EPOCH_KEY).fill_(epoch + 1)
+        with atomic_path(out) as temporary:
+            save_checkpoint(model, temporary)
+        bar.set_postfix(loss=f"{history[-1]:.4f}")
+    return AffinityTraining(history=history, failures=failures, epochs=epochs)
