@@ -130,6 +130,27 @@ def reference_energy(probs: Tensor, graph: WindowGraph) -> float:
     return float(quadratic.sum() / (probs.shape[0] * probs.shape[2] * probs.shape[3]))
 
 
+def single_image(image) -> Tensor:
+    """One image as ``(1, 3, H, W)``; a batch is refused."""
+    image = _checks.as_image_batch(image, "image", channels=3)
+    if image.shape[0] != 1:
+        raise ValueError(f"image must be a single image, got a batch of {image.shape[0]}")
+    return image
+
+
+def image_and_seeds(image, seeds, num_classes: int | None) -> tuple[Tensor, Tensor, int]:
+    """Checks one image and its ``(1, H, W)`` seeds; returns them and the class count
+    (default: largest seed + 1)."""
+    image = single_image(image)
+    seeds = _checks.as_label_batch(seeds, "seeds")
+    _checks.same_size("image", image[:, 0], "seeds", seeds)
+    if not bool((seeds != UNKNOWN).any()):
+        raise ValueError("seeds has no seed: every entry is 255 (unknown)")
+    classes = int(seeds[seeds != UNKNOWN].max()) + 1 if num_classes is None else num_classes
+    _checks.check_seed_values("seeds", seeds, classes)
+    return image, seeds, classes
+
+
 def working(image: Tensor, size: int) -> Tensor:
     """The image resized so that its longer side is ``size`` (bilinear)."""
     height, width = image.shape[2:]
@@ -239,15 +260,7 @@ def ial_em(image, seeds: Tensor, *, num_classes: int | None = None,
     """
     config = IALConfig() if config is None else config
     _checks.check_positive("rounds", config.rounds, integer=True)
-    image = _checks.as_image_batch(image, "image", channels=3)
-    if image.shape[0] != 1:
-        raise ValueError(f"image must be a single image, got a batch of {image.shape[0]}")
-    seeds = _checks.as_label_batch(seeds, "seeds")
-    _checks.same_size("image", image[:, 0], "seeds", seeds)
-    if not bool((seeds != UNKNOWN).any()):
-        raise ValueError("seeds has no seed: every entry is 255 (unknown)")
-    classes = int(seeds[seeds != UNKNOWN].max()) + 1 if num_classes is None else num_classes
-    _checks.check_seed_values("seeds", seeds, classes)
+    image, seeds, classes = image_and_seeds(image, seeds, num_classes)
     height, width = image.shape[2:]
     small = working(image, config.size)
     grid = tuple(-(-s // config.stride) for s in small.shape[2:])

@@ -21,11 +21,10 @@ from graphseg import _checks
 from graphseg.graph.window import pixel_graph
 from graphseg.losses import dense_energy_loss, partial_cross_entropy
 from graphseg.nn.train import resample_seeds
-from graphseg.pipelines.ial import UnaryNet, upsample, working
+from graphseg.pipelines.ial import UnaryNet, image_and_seeds, upsample, working
 
 __all__ = ["RegularizedConfig", "fit_regularized"]
 
-UNKNOWN = 255
 
 
 @dataclass(frozen=True)
@@ -61,15 +60,7 @@ def fit_regularized(image, seeds: Tensor, *, num_classes: int | None = None,
     config = RegularizedConfig() if config is None else config
     _checks.check_positive("steps", config.steps, integer=True)
     _checks.check_positive("weight", config.weight, allow_zero=True)
-    image = _checks.as_image_batch(image, "image", channels=3)
-    if image.shape[0] != 1:
-        raise ValueError(f"image must be a single image, got a batch of {image.shape[0]}")
-    seeds = _checks.as_label_batch(seeds, "seeds")
-    _checks.same_size("image", image[:, 0], "seeds", seeds)
-    if not bool((seeds != UNKNOWN).any()):
-        raise ValueError("seeds has no seed: every entry is 255 (unknown)")
-    classes = int(seeds[seeds != UNKNOWN].max()) + 1 if num_classes is None else num_classes
-    _checks.check_seed_values("seeds", seeds, classes)
+    image, seeds, classes = image_and_seeds(image, seeds, num_classes)
     small = working(image, config.size)
     grid = tuple(-(-s // config.stride) for s in small.shape[2:])
     grid_seeds = resample_seeds(seeds, grid)

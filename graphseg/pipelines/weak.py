@@ -47,7 +47,7 @@ from graphseg.graph.window import pixel_graph
 from graphseg.nn.affinity import AffinityCNN
 from graphseg.nn.backbone import ResNetBackbone
 from graphseg.nn.train import fit_a2gnn, resample_seeds, save_checkpoint, train_affinity
-from graphseg.pipelines.ial import IALConfig, ial_em
+from graphseg.pipelines.ial import IALConfig, ial_em, single_image
 from graphseg.pipelines.regularized import RegularizedConfig, fit_regularized
 from graphseg.propagate import harmonic, label_spreading
 from graphseg.seeds import box_interior, expand_seeds, grabcut_seeds, rasterize_points
@@ -102,13 +102,6 @@ AFFINITY_ARCHITECTURE = {"widths": (32, 32, 64), "stem_width": 16, "stride": 4,
 rebuilds: a small :class:`~graphseg.nn.ResNetBackbone` (stride 4) trainable on CPU."""
 EPOCH_KEY = "epochs_trained"
 """State-dict entry (an int64 scalar) holding the epochs a checkpoint has been trained for."""
-
-
-def _one_image(image) -> Tensor:
-    image = _checks.as_image_batch(image, "image", channels=3)
-    if image.shape[0] != 1:
-        raise ValueError(f"image must be a single image, got a batch of {image.shape[0]}")
-    return image
 
 
 def _check_method(weak: str, method: str | None) -> str:
@@ -273,7 +266,7 @@ def weak_seeds(image, labels: dict, *, weak: str, num_classes: int | None = None
         ``(1, H, W)`` int64 seeds, 255 = unknown.
     """
     _checks.check_choice("weak", weak, tuple(METHODS))
-    image = _one_image(image)
+    image = single_image(image)
     _check_labels(labels, weak)
     settings = SETTINGS[weak] if settings is None else settings
     return _seeds(image, labels, weak, num_classes, settings)[0]
@@ -357,7 +350,7 @@ def segment(image, labels: dict, *, weak: str, method: str | None = None,
     """
     method = _check_method(weak, method)
     model = _affinity(checkpoint, method)
-    image = _one_image(image)
+    image = single_image(image)
     _check_labels(labels, weak)
     settings = SETTINGS[weak] if settings is None else settings
     seeds, regions = _seeds(image, labels, weak, num_classes, settings)
@@ -476,7 +469,7 @@ def _seed_batches(dataset, weak: str, size: int, settings: Settings | None, prog
         try:
             sample = dataset[index]
             name = sample.get("name", name)
-            image = _one_image(sample["image"])
+            image = single_image(sample["image"])
             seeds = weak_seeds(image, {weak: sample.get(weak)}, weak=weak,
                                num_classes=num_classes, settings=settings)
         except (OSError, ValueError, TypeError, KeyError, RuntimeError) as error:
