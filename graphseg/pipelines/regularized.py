@@ -26,7 +26,6 @@ from graphseg.pipelines.ial import UnaryNet, image_and_seeds, upsample, working
 __all__ = ["RegularizedConfig", "fit_regularized"]
 
 
-
 @dataclass(frozen=True)
 class RegularizedConfig:
     """Settings of :func:`fit_regularized` (one set for every image)."""
