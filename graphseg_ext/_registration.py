@@ -96,34 +96,28 @@ def _local_affinity_double_backward(ctx, grad):
     )
 
 
-def _window_aggregate_backward(ctx, grad):
-    weight, values, offsets = ctx.saved_tensors
-    grad_weight = grad_values = None
-    if ctx.needs_input_grad[0]:
-        grad_weight = _ops.window_dot(grad, values, offsets)
-    if ctx.needs_input_grad[1]:
-        grad_values = _ops.window_aggregate_transpose(weight, grad, offsets)
-    return grad_weight, grad_values, None
+def _bilinear_backward(first, second):
+    """The backward of an op bilinear in its two tensor inputs (a, b): ``first(grad, a, b,
+    offsets)`` and ``second(...)`` are their gradients, computed only where needed."""
+    def backward(ctx, grad):
+        a, b, offsets = ctx.saved_tensors
+        return (first(grad, a, b, offsets) if ctx.needs_input_grad[0] else None,
+                second(grad, a, b, offsets) if ctx.needs_input_grad[1] else None, None)
+    return backward
 
 
-def _window_aggregate_transpose_backward(ctx, grad):
-    weight, values, offsets = ctx.saved_tensors
-    grad_weight = grad_values = None
-    if ctx.needs_input_grad[0]:
-        grad_weight = _ops.window_dot(values, grad, offsets)
-    if ctx.needs_input_grad[1]:
-        grad_values = _ops.window_aggregate(weight, grad, offsets)
-    return grad_weight, grad_values, None
-
-
-def _window_dot_backward(ctx, grad):
-    left, right, offsets = ctx.saved_tensors
-    grad_left = grad_right = None
-    if ctx.needs_input_grad[0]:
-        grad_left = _ops.window_aggregate(grad, right, offsets)
-    if ctx.needs_input_grad[1]:
-        grad_right = _ops.window_aggregate_transpose(grad, left, offsets)
-    return grad_left, grad_right, None
+# y = A v: dA = window_dot(dy, v), dv = Aᵀ dy
+_window_aggregate_backward = _bilinear_backward(
+    lambda grad, weight, values, off: _ops.window_dot(grad, values, off),
+    lambda grad, weight, values, off: _ops.window_aggregate_transpose(weight, grad, off))
+# y = Aᵀ v: dA = window_dot(v, dy), dv = A dy
+_window_aggregate_transpose_backward = _bilinear_backward(
+    lambda grad, weight, values, off: _ops.window_dot(values, grad, off),
+    lambda grad, weight, values, off: _ops.window_aggregate(weight, grad, off))
+# y_k = <l, shift_k r>: dl = aggregate(dy, r), dr = aggregateᵀ(dy, l)
+_window_dot_backward = _bilinear_backward(
+    lambda grad, left, right, off: _ops.window_aggregate(grad, right, off),
+    lambda grad, left, right, off: _ops.window_aggregate_transpose(grad, left, off))
 
 
 register_autograd("graphseg_ext::local_affinity", _local_affinity_backward,
