@@ -1,5 +1,6 @@
 """Non-learned propagation on pixel graphs and PyG graphs."""
 
+from graphseg.propagate.appearance import colour_posterior, fuse_appearance
 from graphseg.propagate.dense_crf import CRF_PRESETS, crf, crf_kernels
 from graphseg.propagate.harmonic import harmonic, random_walker_graph
 from graphseg.propagate.ial import ial_refine
@@ -26,8 +27,10 @@ __all__ = [
     "MCR_VARIANTS",
     "RANDOM_WALK_PRESETS",
     "background_channel",
+    "colour_posterior",
     "crf",
     "crf_kernels",
+    "fuse_appearance",
     "harmonic",
     "ial_refine",
     "irn_affinity",
