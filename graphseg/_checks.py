@@ -251,6 +251,18 @@ def check_boxes(boxes, batch: int, height: int, width: int, *, name: str = "boxe
     return checked
 
 
+def _check_xy(where: str, x, y, height: int, width: int) -> tuple[float, float]:
+    """A position in pixel coordinates inside a ``height`` x ``width`` image."""
+    if not all(isinstance(v, (int, float, np.integer, np.floating))
+               and not isinstance(v, bool) for v in (x, y)):
+        raise TypeError(f"{where} coordinates must be numbers, got x={x!r}, y={y!r}")
+    if not (-0.5 <= x < width - 0.5 and -0.5 <= y < height - 0.5):
+        raise ValueError(f"{where} lies outside the {height}x{width} (HxW) image: "
+                         f"expected -0.5 <= x < {width - 0.5} and "
+                         f"-0.5 <= y < {height - 0.5}, got x={x}, y={y}")
+    return float(x), float(y)
+
+
 def check_points(points, batch: int, height: int, width: int, *, name: str = "points",
                  num_classes: int | None = None) -> list[list[tuple[float, float, int]]]:
     """Points ``{"x": x, "y": y, "cls": c}`` (pixel coordinates, c >= 0) per image.
@@ -265,14 +277,39 @@ def check_points(points, batch: int, height: int, width: int, *, name: str = "po
                 raise TypeError(f"{where} must be a dict {{'x': x, 'y': y, 'cls': c}}, "
                                 f"got {entry!r}")
             cls = check_class(f"{where}['cls']", entry["cls"], num_classes, lowest=0)
-            x, y = entry["x"], entry["y"]
-            if not all(isinstance(v, (int, float, np.integer, np.floating))
-                       and not isinstance(v, bool) for v in (x, y)):
-                raise TypeError(f"{where} coordinates must be numbers, got x={x!r}, y={y!r}")
-            if not (-0.5 <= x < width - 0.5 and -0.5 <= y < height - 0.5):
-                raise ValueError(f"{where} lies outside the {height}x{width} (HxW) image: "
-                                 f"expected -0.5 <= x < {width - 0.5} and "
-                                 f"-0.5 <= y < {height - 0.5}, got x={x}, y={y}")
-            image_points.append((float(x), float(y), cls))
+            image_points.append((*_check_xy(where, entry["x"], entry["y"], height, width),
+                                 cls))
         checked.append(image_points)
+    return checked
+
+
+def check_scribbles(scribbles, batch: int, height: int, width: int, *,
+                    name: str = "scribbles", num_classes: int | None = None
+                    ) -> list[list[tuple[int, list[tuple[float, float]]]]]:
+    """Scribbles ``{"cls": c, "points": [[x, y], ...]}`` (a polyline in pixel coordinates,
+    c >= 0, class 0 = background) per image.
+
+    Returns, per image, tuples ``(cls, [(x, y), ...])``."""
+    checked = []
+    for b, entries in enumerate(_per_image(name, scribbles, batch, "scribble dicts")):
+        image_scribbles = []
+        for i, entry in enumerate(entries):
+            where = f"{name}[{b}][{i}]"
+            if not isinstance(entry, dict) or not {"cls", "points"} <= entry.keys():
+                raise TypeError(f"{where} must be a dict {{'cls': c, 'points': [[x, y], ...]}}, "
+                                f"got {entry!r}")
+            cls = check_class(f"{where}['cls']", entry["cls"], num_classes, lowest=0)
+            line = entry["points"]
+            if isinstance(line, (Tensor, np.ndarray)):
+                line = line.tolist()
+            if not isinstance(line, (list, tuple)) or not line:
+                raise ValueError(f"{where}['points'] must be a non-empty list of [x, y], "
+                                 f"got {line!r}")
+            vertices = []
+            for k, vertex in enumerate(line):
+                if not isinstance(vertex, (list, tuple)) or len(vertex) != 2:
+                    raise TypeError(f"{where}['points'][{k}] must be [x, y], got {vertex!r}")
+                vertices.append(_check_xy(f"{where}['points'][{k}]", *vertex, height, width))
+            image_scribbles.append((cls, vertices))
+        checked.append(image_scribbles)
     return checked

@@ -7,6 +7,7 @@ from graphseg.data.datasets import (
     SegmentationFolder,
     VOCSegmentation,
     collate_samples,
+    read_cams,
     read_image,
     read_label_map,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "SegmentationFolder",
     "VOCSegmentation",
     "collate_samples",
+    "read_cams",
     "read_image",
     "read_label_map",
 ]

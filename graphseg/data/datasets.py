@@ -30,11 +30,12 @@ __all__ = [
     "SegmentationFolder",
     "VOCSegmentation",
     "collate_samples",
+    "read_cams",
     "read_image",
     "read_label_map",
 ]
 
-WEAK_KINDS = ("tags", "boxes", "points")
+WEAK_KINDS = ("tags", "boxes", "points", "scribbles")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
@@ -79,6 +80,19 @@ def read_label_map(path: str | os.PathLike, size: tuple[int, int] | None = None)
     return torch.from_numpy(array.astype(np.int64))
 
 
+def read_cams(path: str | os.PathLike) -> Tensor:
+    """A ``.npy`` file of class activation maps as a ``(C, h, w)`` float32 tensor (no pickled
+    objects are loaded)."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except ValueError as error:
+        raise ValueError(f"cams {path} is not a plain .npy array: {error}") from error
+    if array.ndim != 3 or not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"cams {path} must be a float (C, h, w) array, got dtype {array.dtype} "
+                         f"and shape {array.shape}")
+    return torch.from_numpy(array.astype(np.float32))
+
+
 class _WeakLabelDataset(Dataset, ABC):
     """Shared sample assembly; subclasses give the paths and the weak labels."""
 
@@ -117,13 +131,16 @@ class _WeakLabelDataset(Dataset, ABC):
         return sample
 
     def _checked(self, name: str, labels: dict, height: int, width: int) -> dict:
-        """Validates boxes and points against the image size and the class count."""
+        """Validates boxes, points and scribbles against the image size and the class count."""
         if "boxes" in labels:
             _checks.check_boxes(labels["boxes"], 1, height, width, name=f"{name} boxes",
                                 num_classes=self.num_classes)
         if "points" in labels:
             _checks.check_points(labels["points"], 1, height, width, name=f"{name} points",
                                  num_classes=self.num_classes)
+        if "scribbles" in labels:
+            _checks.check_scribbles(labels["scribbles"], 1, height, width,
+                                    name=f"{name} scribbles", num_classes=self.num_classes)
         if "tags" in labels:
             for cls in labels["tags"]:
                 _checks.check_class(f"{name} tags", cls, self.num_classes, lowest=1)
@@ -140,10 +157,12 @@ class SegmentationFolder(_WeakLabelDataset):
         ROOT/images/NAME.png|jpg   RGB image
         ROOT/masks/NAME.png        uint8 class ids, 255 = void
         ROOT/annotations.json      {"num_classes": N, "images": {NAME: {"classes": [...],
-                                    "boxes": [{"cls", "box"}], "points": [{"x", "y", "cls"}]}}}
+                                    "boxes": [{"cls", "box"}], "points": [{"x", "y", "cls"}],
+                                    "scribbles": [{"cls", "points": [[x, y], ...]}]}}}
 
     Weak kinds: ``"tags"`` (the ``classes`` list, foreground ids), ``"boxes"`` (inclusive
-    [x0, y0, x1, y1]) and ``"points"`` (pixel coordinates, class 0 = background).
+    [x0, y0, x1, y1]), ``"points"`` (pixel coordinates, class 0 = background) and
+    ``"scribbles"`` (polylines in pixel coordinates, class 0 = background).
 
     Args:
         root: the set's folder, e.g. ``shared/data/grabcut`` (None when the three paths below
@@ -153,6 +172,9 @@ class SegmentationFolder(_WeakLabelDataset):
         names: restrict to these images, in this order (default: all, sorted).
         images, annotations, masks: the image folder, the annotation file and the mask folder,
             when they are not ``root``'s ``images/``, ``annotations.json`` and ``masks/``.
+        cams: a folder of class activation maps ``NAME.npy`` (float ``(C, h, w)``, channel c-1
+            = foreground class c), read into each sample's ``"cams"`` (for ``weak="tags"``
+            pipelines); an image without its file fails when it is read.
 
     Example:
         >>> points = SegmentationFolder("shared/data/voc14", weak="points")  # doctest: +SKIP
@@ -160,18 +182,22 @@ class SegmentationFolder(_WeakLabelDataset):
         ['image', 'mask', 'name', 'points']
     """
 
-    _KEYS = {"tags": "classes", "boxes": "boxes", "points": "points"}
+    _KEYS = {"tags": "classes", "boxes": "boxes", "points": "points", "scribbles": "scribbles"}
 
     def __init__(self, root: str | os.PathLike | None = None, *, weak=None,
                  with_mask: bool = True, names: Sequence[str] | None = None,
                  images: str | os.PathLike | None = None,
                  annotations: str | os.PathLike | None = None,
-                 masks: str | os.PathLike | None = None) -> None:
+                 masks: str | os.PathLike | None = None,
+                 cams: str | os.PathLike | None = None) -> None:
         if root is None and (images is None or annotations is None
                              or (with_mask and masks is None)):
             raise ValueError("root is required unless images, annotations and (with_mask) "
                              "masks are all given")
         self.root = None if root is None else Path(root)
+        self._cam_dir = None if cams is None else Path(cams)
+        if self._cam_dir is not None and not self._cam_dir.is_dir():
+            raise FileNotFoundError(f"cams folder {self._cam_dir} does not exist")
         annotation_file = Path(annotations) if annotations else self.root / "annotations.json"
         self._mask_dir = Path(masks) if masks else (self.root / "masks" if self.root else None)
         if not annotation_file.is_file():
@@ -216,8 +242,10 @@ class SegmentationFolder(_WeakLabelDataset):
         return self._mask_dir / f"{name}.png"
 
     def _weak_labels(self, name: str, height: int, width: int) -> dict:
-        labels = copy.deepcopy(self._labels[name])
-        return self._checked(name, labels, height, width)
+        labels = self._checked(name, copy.deepcopy(self._labels[name]), height, width)
+        if self._cam_dir is not None:
+            labels["cams"] = read_cams(self._cam_dir / f"{name}.npy")
+        return labels
 
 
 class VOCSegmentation(_WeakLabelDataset):
@@ -255,9 +283,10 @@ class VOCSegmentation(_WeakLabelDataset):
             raise FileNotFoundError(f"split {split!r} has no list: {listing} does not exist")
         names = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
         super().__init__(names, weak, with_mask)
-        if "points" in self.weak:
-            raise ValueError("weak='points' is not available in the PASCAL VOC layout (no point "
-                             "labels); use 'tags' or 'boxes'")
+        for kind in ("points", "scribbles"):
+            if kind in self.weak:
+                raise ValueError(f"weak={kind!r} is not available in the PASCAL VOC layout (no "
+                                 f"{kind[:-1]} labels); use 'tags' or 'boxes'")
         self.split = split
         self.skip_difficult = bool(skip_difficult)
 

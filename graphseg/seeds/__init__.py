@@ -16,7 +16,12 @@ from graphseg.seeds.cam import (
     top_fraction,
     topk_seeds,
 )
-from graphseg.seeds.expand import expand_seeds, rasterize_points, region_labels
+from graphseg.seeds.expand import (
+    expand_seeds,
+    rasterize_points,
+    rasterize_scribbles,
+    region_labels,
+)
 from graphseg.seeds.mining import mine_confident_regions
 from graphseg.seeds.pairs import PairLabels, pair_labels
 
@@ -35,6 +40,7 @@ __all__ = [
     "normalize_cam",
     "pair_labels",
     "rasterize_points",
+    "rasterize_scribbles",
     "region_labels",
     "reliable_seeds",
     "top_fraction",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -9,7 +10,7 @@ from torch import Tensor
 
 from graphseg import _checks
 
-__all__ = ["expand_seeds", "rasterize_points", "region_labels"]
+__all__ = ["expand_seeds", "rasterize_points", "rasterize_scribbles", "region_labels"]
 
 UNKNOWN = 255
 
@@ -75,6 +76,43 @@ def rasterize_points(points, height: int, width: int, *, radius: int = 0,
             window[closer] = distance[closer]
             seeds[b, y0:y1, x0:x1][closer] = cls
     return seeds
+
+
+def rasterize_scribbles(scribbles, height: int, width: int, *, radius: int = 1,
+                        num_classes: int | None = None) -> Tensor:
+    """Draws scribbles ``{"cls": c, "points": [[x, y], ...]}`` (polylines, as ScribbleSup
+    annotates them) into a seed map.
+
+    Every segment of a polyline is sampled every half pixel and each sample is drawn as a
+    disk of ``radius`` by :func:`rasterize_points` (where strokes of different classes cross,
+    the nearer sample wins); a single-vertex scribble is a point.
+
+    Args:
+        scribbles: one list of scribble dicts per image (a flat list for one image), in pixel
+            coordinates; class 0 is background.
+        height, width: image size.
+        radius: stroke half-width in pixels (0 draws one-pixel lines).
+        num_classes: when given, scribble classes must be below it.
+
+    Returns:
+        ``(B, H, W)`` int64 seeds, 255 = unknown.
+    """
+    _checks.check_positive("height", height, integer=True)
+    _checks.check_positive("width", width, integer=True)
+    batch = len(scribbles) if scribbles and not isinstance(scribbles[0], dict) else 1
+    checked = _checks.check_scribbles(scribbles, batch, height, width, num_classes=num_classes)
+    samples = []
+    for image_scribbles in checked:
+        image_samples = []
+        for cls, line in image_scribbles:
+            image_samples.append({"x": line[0][0], "y": line[0][1], "cls": cls})
+            for (x0, y0), (x1, y1) in itertools.pairwise(line):
+                steps = max(1, math.ceil(2 * math.hypot(x1 - x0, y1 - y0)))
+                image_samples += [{"x": x0 + (x1 - x0) * k / steps,
+                                   "y": y0 + (y1 - y0) * k / steps, "cls": cls}
+                                  for k in range(1, steps + 1)]
+        samples.append(image_samples)
+    return rasterize_points(samples, height, width, radius=radius, num_classes=num_classes)
 
 
 def expand_seeds(seeds, regions) -> Tensor:

@@ -86,8 +86,10 @@ def test_voc_reader_as_dataloader(voc):
 def test_voc_reader_errors(voc, tmp_path):
     with pytest.raises(ValueError, match="weak='points' is not available"):
         VOCSegmentation(voc, weak="points")
-    with pytest.raises(ValueError, match="weak must be one of"):
+    with pytest.raises(ValueError, match="weak='scribbles' is not available"):
         VOCSegmentation(voc, weak="scribbles")
+    with pytest.raises(ValueError, match="weak must be one of"):
+        VOCSegmentation(voc, weak="clicks")
     with pytest.raises(FileNotFoundError, match="split 'val' has no list"):
         VOCSegmentation(voc, split="val")
     (voc / "VOC2012/Annotations/b.xml").write_text(XML.format(
@@ -153,6 +155,35 @@ def test_folder_reader_kinds_names_and_errors(tmp_path):
         SegmentationFolder(root, weak="boxes")[0]
     with pytest.raises(FileNotFoundError, match="annotations.json"):
         SegmentationFolder(tmp_path / "missing")
+
+
+def test_folder_reader_scribbles_and_cams(tmp_path):
+    root = tmp_path / "set"
+    write_folder(root)
+    annotations = json.loads((root / "annotations.json").read_text())
+    annotations["images"]["x"]["scribbles"] = [{"cls": 1, "points": [[0, 0], [7, 5]]}]
+    annotations["images"]["y"]["scribbles"] = [{"cls": 2, "points": [[0, 0], [8, 5]]}]
+    (root / "annotations.json").write_text(json.dumps(annotations))
+    (root / "cams").mkdir()
+    np.save(root / "cams" / "x.npy", np.ones((2, 3, 4), np.float32))
+    np.save(root / "cams" / "y.npy", np.ones((3, 4), np.float32))
+    scribbles = SegmentationFolder(root, weak="scribbles", with_mask=False)
+    sample = scribbles[0]
+    assert sorted(sample) == ["image", "name", "scribbles"]
+    assert sample["scribbles"] == [{"cls": 1, "points": [[0, 0], [7, 5]]}]
+    with pytest.raises(ValueError, match=r"y scribbles\[0\]\[0\]\['points'\]\[1\] lies outside"):
+        scribbles[1]
+    tags = SegmentationFolder(root, weak="tags", cams=root / "cams")
+    sample = tags[0]
+    assert sample["tags"] == [1] and sample["cams"].shape == (2, 3, 4)
+    assert sample["cams"].dtype == torch.float32
+    with pytest.raises(ValueError, match=r"y.npy must be a float \(C, h, w\) array"):
+        tags[1]
+    (root / "cams" / "y.npy").unlink()
+    with pytest.raises(FileNotFoundError):
+        tags[1]
+    with pytest.raises(FileNotFoundError, match="cams folder"):
+        SegmentationFolder(root, weak="tags", cams=root / "nowhere")
 
 
 def shared_set(name):

@@ -5,7 +5,12 @@ import pytest
 import torch
 
 from graphseg.graph import SuperpixelGraph
-from graphseg.seeds import expand_seeds, mine_confident_regions, rasterize_points
+from graphseg.seeds import (
+    expand_seeds,
+    mine_confident_regions,
+    rasterize_points,
+    rasterize_scribbles,
+)
 
 U = 255
 REGIONS = torch.tensor([[[0, 0, 1, 1, 2],
@@ -87,3 +92,34 @@ def test_mine_confident_regions_random_against_loop():
             best = int(counts.argmax())
             label = int(values[best]) if counts[best] >= 0.8 * member.sum() else U
             assert (mined[b][member] == label).all()
+
+
+def test_rasterize_scribbles_draws_connected_strokes():
+    seeds = rasterize_scribbles([{"cls": 2, "points": [[0, 1], [6, 1]]},
+                                 {"cls": 0, "points": [[3, 0], [3, 4], [5, 4]]}], 5, 7,
+                                radius=0)
+    # where the strokes cross, both samples lie at distance 0: the first scribble wins
+    assert seeds[0, 1].tolist() == [2] * 7
+    assert seeds[0, :, 3].tolist() == [0, 2, 0, 0, 0]
+    assert seeds[0, 4, 3:6].tolist() == [0, 0, 0]
+    assert int((seeds != U).sum()) == 7 + 5 + 2 - 1
+    # a single vertex is a point; a radius widens the stroke
+    point = rasterize_scribbles([{"cls": 1, "points": [[2.0, 2.0]]}], 5, 5, radius=1)
+    assert torch.equal(point, rasterize_points([{"x": 2.0, "y": 2.0, "cls": 1}], 5, 5, radius=1))
+    wide = rasterize_scribbles([{"cls": 1, "points": [[0, 2], [4, 2]]}], 5, 5, radius=1)
+    assert wide[0, 1:4].eq(1).all() and wide[0, [0, 4]].eq(U).all()
+
+
+def test_rasterize_scribbles_batches_and_checks():
+    batch = rasterize_scribbles([[{"cls": 1, "points": [[0, 0], [2, 0]]}], []], 3, 3)
+    assert batch.shape == (2, 3, 3) and bool((batch[1] == U).all())
+    with pytest.raises(TypeError, match=r"scribbles\[0\]\[0\]"):
+        rasterize_scribbles([{"cls": 1, "line": [[0, 0]]}], 3, 3)
+    with pytest.raises(ValueError, match="non-empty"):
+        rasterize_scribbles([{"cls": 1, "points": []}], 3, 3)
+    with pytest.raises(ValueError, match="outside"):
+        rasterize_scribbles([{"cls": 1, "points": [[0, 0], [3, 0]]}], 3, 3)
+    with pytest.raises(TypeError, match=r"\['points'\]\[1\]"):
+        rasterize_scribbles([{"cls": 1, "points": [[0, 0], [1, 1, 1]]}], 3, 3)
+    with pytest.raises(ValueError, match="num_classes"):
+        rasterize_scribbles([{"cls": 4, "points": [[0, 0]]}], 3, 3, num_classes=3)
