@@ -25,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
 
     segment = commands.add_parser(
         "segment",
-        help="segment a folder of images from weak labels (boxes or clicks)",
+        help="segment a folder of images from weak labels (boxes, clicks, scribbles, tags)",
         description="Writes OUT/NAME.png (uint8 class ids) for every image of the annotation "
         "file. Only the --weak labels are read. A failed image is reported on its own line and "
         "the others are still processed; every PNG is written atomically. Exit code 0 only "
@@ -35,19 +35,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_folder_arguments(segment)
     segment.add_argument("--method", help="box: grabcut (default), harmonic, a2gnn, ial, "
-                         "pce-potts; points: harmonic (default), random-walk, a2gnn, ial, "
-                         "pce-potts")
+                         "pce-potts; points and scribbles: harmonic (default), random-walk, "
+                         "a2gnn, ial, pce-potts; tags: a2gnn (default), random-walk")
     segment.add_argument("--out", required=True, help="output folder")
     segment.add_argument("--resume", action="store_true", help="skip images already written")
     segment.add_argument("--quiet", action="store_true", help="no progress bar")
     segment.add_argument("--checkpoint", help="affinity CNN from train-affinity: --method a2gnn "
-                         "then runs on the learned pixel graph instead of superpixels")
+                         "then runs on the learned pixel graph instead of superpixels (and "
+                         "the random walk of --weak tags on it)")
 
     train_affinity = commands.add_parser(
         "train-affinity",
         help="train the affinity CNN on the seeds of a folder's weak labels",
         description="Builds seeds from the --weak labels of every image (GrabCut in the boxes, "
-        "or clicks expanded to superpixels), resizes them to --size, trains the affinity CNN "
+        "clicks or scribbles expanded to superpixels, or the confident pixels of the CAMs of "
+        "the tags), resizes them to --size, trains the affinity CNN "
         "and writes its state dict to OUT atomically after every epoch (--resume continues "
         "from it). A failed image is reported and left out. Exit code 0 only when every image "
         "gave seeds.",
@@ -92,6 +94,8 @@ def _add_folder_arguments(parser) -> None:
                         help='JSON file {"num_classes": N, "images": {NAME: {...}}}')
     parser.add_argument("--weak", required=True, choices=sorted(_WEAK),
                         help="weak-label kind to read")
+    parser.add_argument("--cams", help="folder of class activation maps NAME.npy, float "
+                        "(C, h, w) with channel c-1 for class c (needed by --weak tags)")
 
 
 def _add_graph_parser(commands) -> None:
@@ -155,16 +159,25 @@ def _graph(args) -> int:
     return 1 if failed else 0
 
 
-_WEAK = {"box": "boxes", "boxes": "boxes", "points": "points"}
+_WEAK = {"box": "boxes", "boxes": "boxes", "points": "points", "scribbles": "scribbles",
+         "tags": "tags"}
+
+
+def _folder(args, weak: str):
+    """The data set of a data-set command (--images, --annotations, --cams)."""
+    from graphseg.data import SegmentationFolder
+
+    if weak == "tags" and args.cams is None:
+        raise ValueError("--weak tags needs --cams DIR (class activation maps NAME.npy)")
+    return SegmentationFolder(images=args.images, annotations=args.annotations, weak=weak,
+                              with_mask=False, cams=args.cams)
 
 
 def _segment(args) -> int:
-    from graphseg.data import SegmentationFolder
     from graphseg.pipelines import segment_dataset
 
     weak = _WEAK[args.weak]
-    dataset = SegmentationFolder(images=args.images, annotations=args.annotations, weak=weak,
-                                 with_mask=False)
+    dataset = _folder(args, weak)
     failures = segment_dataset(dataset, args.out, weak=weak, method=args.method,
                                resume=args.resume, progress=not args.quiet,
                                checkpoint=args.checkpoint)
@@ -177,12 +190,10 @@ def _segment(args) -> int:
 def _train_affinity(args) -> int:
     import dataclasses
 
-    from graphseg.data import SegmentationFolder
     from graphseg.pipelines import SETTINGS, train_affinity_dataset
 
     weak = _WEAK[args.weak]
-    dataset = SegmentationFolder(images=args.images, annotations=args.annotations, weak=weak,
-                                 with_mask=False)
+    dataset = _folder(args, weak)
     settings = dataclasses.replace(SETTINGS[weak], affinity_size=args.size)
     run = train_affinity_dataset(dataset, weak=weak, out=args.out, epochs=args.epochs,
                                  lr=args.lr, size=args.size, settings=settings,

@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+from scenes import write_scene_set
 
 from graphseg._io import atomic_path
 from graphseg.cli import main
@@ -51,38 +52,6 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
 
 # --- segment / evaluate ---------------------------------------------------------------------
 
-def _write_scene_set(root, count=3, height=40, width=48):
-    """ROOT/images, ROOT/masks and ROOT/annotations.json: a noisy rectangle of one colour on
-    another per image, its box (grown by 3 pixels) and clicks (one inside, two corners)."""
-    import json
-
-    import numpy as np
-    from PIL import Image
-
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    backgrounds = [(60, 110, 170), (70, 140, 80), (170, 160, 70)]
-    foregrounds = [(160, 90, 70), (150, 80, 130), (80, 120, 160)]
-    entries = {}
-    for i in range(count):
-        rng = np.random.default_rng(i)
-        x0, y0, x1, y1 = 10 + 2 * i, 8 + i, 35 - i, 29 - i
-        truth = np.zeros((height, width), np.uint8)
-        truth[y0:y1 + 1, x0:x1 + 1] = 1
-        image = np.where(truth[..., None] == 1, np.array(foregrounds[i]),
-                         np.array(backgrounds[i]))
-        image = np.clip(np.rint(image + rng.normal(0, 6, image.shape)), 0, 255).astype(np.uint8)
-        Image.fromarray(image).save(root / "images" / f"img{i}.png")
-        Image.fromarray(truth, mode="L").save(root / "masks" / f"img{i}.png")
-        entries[f"img{i}"] = {
-            "boxes": [{"cls": 1, "box": [x0 - 3, y0 - 3, x1 + 3, y1 + 3]}],
-            "points": [{"x": (x0 + x1) // 2, "y": (y0 + y1) // 2, "cls": 1},
-                       {"x": 3, "y": 3, "cls": 0}, {"x": width - 4, "y": height - 4, "cls": 0}],
-        }
-    (root / "annotations.json").write_text(json.dumps({"num_classes": 2, "images": entries}))
-    return root
-
-
 def _segment_args(root, out, *extra):
     return ["segment", "--images", str(root / "images"), "--annotations",
             str(root / "annotations.json"), "--out", str(out), "--quiet", *extra]
@@ -94,7 +63,7 @@ def test_segment_writes_every_image(tmp_path, capsys, weak, method):
     import numpy as np
     from PIL import Image
 
-    root = _write_scene_set(tmp_path / "set")
+    root = write_scene_set(tmp_path / "set")
     out = tmp_path / "pred"
     args = _segment_args(root, out, "--weak", weak) + (["--method", method] if method else [])
     assert main(args) == 0
@@ -109,7 +78,7 @@ def test_segment_writes_every_image(tmp_path, capsys, weak, method):
 
 
 def test_segment_reports_a_corrupt_image(tmp_path, capsys):
-    root = _write_scene_set(tmp_path / "set")
+    root = write_scene_set(tmp_path / "set")
     (root / "images" / "img1.png").write_bytes(b"garbage, not a PNG")
     out = tmp_path / "pred"
     assert main(_segment_args(root, out, "--weak", "box")) == 1
@@ -125,7 +94,7 @@ def test_segment_reports_a_corrupt_image(tmp_path, capsys):
 
 
 def test_segment_usage_errors_exit_2(tmp_path, capsys):
-    root = _write_scene_set(tmp_path / "set")
+    root = write_scene_set(tmp_path / "set")
     out = tmp_path / "pred"
     missing = tmp_path / "nowhere.json"
     args = ["segment", "--images", str(root / "images"), "--annotations", str(missing),
@@ -140,15 +109,32 @@ def test_segment_usage_errors_exit_2(tmp_path, capsys):
     assert "img2" in capsys.readouterr().err
     assert not out.exists() or not os.listdir(out)
     with pytest.raises(SystemExit) as exit_info:
-        main(_segment_args(root, out, "--weak", "scribbles"))
+        main(_segment_args(root, out, "--weak", "clicks"))
     assert exit_info.value.code == 2
+    assert main(_segment_args(root, out, "--weak", "tags")) == 2
+    assert "--cams" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("weak", "extra"), [("scribbles", []), ("tags", ["--cams"])])
+def test_segment_scribbles_and_tags(tmp_path, capsys, weak, extra):
+    import numpy as np
+    from PIL import Image
+
+    root = write_scene_set(tmp_path / "set")
+    out = tmp_path / "pred"
+    extra = [*extra, str(root / "cams")] if extra else []
+    assert main(_segment_args(root, out, "--weak", weak, *extra)) == 0
+    assert "segmented 3 of 3" in capsys.readouterr().out
+    for name in sorted(os.listdir(root / "masks")):
+        with Image.open(out / name) as pred, Image.open(root / "masks" / name) as mask:
+            assert (np.asarray(pred) == np.asarray(mask)).mean() > 0.95
 
 
 def test_evaluate_prints_json(tmp_path, capsys):
     import json
     import shutil
 
-    root = _write_scene_set(tmp_path / "set")
+    root = write_scene_set(tmp_path / "set")
     pred = tmp_path / "pred"
     shutil.copytree(root / "masks", pred)
     assert main(["evaluate", "--pred", str(pred), "--masks", str(root / "masks"), "--json"]) == 0
@@ -172,7 +158,7 @@ def test_evaluate_prints_json(tmp_path, capsys):
 def test_segment_then_evaluate_cli(tmp_path, capsys):
     import json
 
-    root = _write_scene_set(tmp_path / "set")
+    root = write_scene_set(tmp_path / "set")
     pred = tmp_path / "pred"
     assert main(_segment_args(root, pred, "--weak", "box")) == 0
     capsys.readouterr()
@@ -183,7 +169,7 @@ def test_segment_then_evaluate_cli(tmp_path, capsys):
 
 
 def test_evaluate_bad_folder_exits_2(tmp_path, capsys):
-    root = _write_scene_set(tmp_path / "set", count=1)
+    root = write_scene_set(tmp_path / "set", count=1)
     assert main(["evaluate", "--pred", str(tmp_path / "nowhere"), "--masks",
                  str(root / "masks")]) == 2
     assert "nowhere" in capsys.readouterr().err
@@ -210,7 +196,7 @@ def test_train_affinity_then_segment_with_the_checkpoint(tmp_path, capsys):
     import torch
     from PIL import Image
 
-    root = _write_scene_set(tmp_path / "set")
+    root = write_scene_set(tmp_path / "set")
     checkpoint = tmp_path / "affinity.pt"
     assert main(_train_args(root, checkpoint, "--weak", "box")) == 0
     out = capsys.readouterr().out
@@ -238,7 +224,7 @@ def test_train_affinity_then_segment_with_the_checkpoint(tmp_path, capsys):
 def test_train_affinity_reports_a_corrupt_image(tmp_path, capsys):
     import torch
 
-    root = _write_scene_set(tmp_path / "set")
+    root = write_scene_set(tmp_path / "set")
     (root / "images" / "img1.png").write_bytes(b"garbage, not a PNG")
     checkpoint = tmp_path / "affinity.pt"
     assert main(_train_args(root, checkpoint, "--weak", "points", "--epochs", "1")) == 1
@@ -249,7 +235,7 @@ def test_train_affinity_reports_a_corrupt_image(tmp_path, capsys):
 
 
 def test_train_affinity_usage_errors_exit_2(tmp_path, capsys):
-    root = _write_scene_set(tmp_path / "set", count=1)
+    root = write_scene_set(tmp_path / "set", count=1)
     checkpoint = tmp_path / "affinity.pt"
     assert main(_train_args(root, checkpoint, "--weak", "box", "--epochs", "0")) == 2
     assert "graphseg train-affinity: error" in capsys.readouterr().err

@@ -3,6 +3,8 @@
 from graphseg.pipelines.evaluate import evaluate_folder
 from graphseg.pipelines.weak import (
     AFFINITY_ARCHITECTURE,
+    DEFAULT_METHOD,
+    LABEL_KEYS,
     METHODS,
     SETTINGS,
     AffinityTraining,
@@ -16,6 +18,6 @@ from graphseg.pipelines.weak import (
     weak_seeds,
 )
 
-__all__ = ["AFFINITY_ARCHITECTURE", "METHODS", "SETTINGS", "AffinityTraining", "Failure",
-           "Settings", "affinity_model", "evaluate_folder", "load_affinity", "segment",
-           "segment_dataset", "train_affinity_dataset", "weak_seeds"]
+__all__ = ["AFFINITY_ARCHITECTURE", "DEFAULT_METHOD", "LABEL_KEYS", "METHODS", "SETTINGS",
+           "AffinityTraining", "Failure", "Settings", "affinity_model", "evaluate_folder",
+           "load_affinity", "segment", "segment_dataset", "train_affinity_dataset", "weak_seeds"]

@@ -13,14 +13,25 @@ Each pipeline turns one image and its weak labels into a label map of class ids:
   - ``"pce-potts"``: a network trained on M_B with partial cross-entropy + Potts loss
     (:func:`graphseg.pipelines.regularized.fit_regularized`).
 
-- ``"points"`` — the clicks drawn as disks, expanded to whole superpixels (thesis §3.6.1), then
-  ``"harmonic"``, ``"random-walk"`` (label spreading of the seeds over the RGB pixel graph),
-  ``"a2gnn"`` (A²GNN on the superpixel graph), ``"ial"`` (IAL's EM loop) or ``"pce-potts"``
-  (partial cross-entropy + Potts training).
+- ``"points"`` / ``"scribbles"`` — the clicks drawn as disks, or the scribbles drawn as strokes,
+  expanded to whole superpixels (thesis §3.6.1: M_P, M_S), then ``"harmonic"``,
+  ``"random-walk"`` (label spreading of the seeds over the RGB pixel graph), ``"a2gnn"``
+  (A²GNN on the superpixel graph), ``"ial"`` (IAL's EM loop) or ``"pce-potts"`` (partial
+  cross-entropy + Potts training).
+
+- ``"tags"`` — image-level class tags with class activation maps supplied by the user
+  (``labels["cams"]``): ``"random-walk"`` is AffinityNet's random walk of the CAMs (preset
+  ``"a2gnn"``); ``"a2gnn"`` trains A²GNN on the superpixel graph from the CAMs' confident
+  seeds M'_I and fuses its probabilities with that random walk 1:3 (thesis §3.6, DESIGN §6).
+
+Every method but ``"grabcut"`` ends with the same two optional steps of its kind's settings:
+the probabilities are fused with a colour model of the seeds
+(:func:`graphseg.propagate.fuse_appearance`, ``colour_weight``) and refined by the windowed
+dense CRF (``crf``).
 
 With a trained affinity CNN (``checkpoint=``, from :func:`train_affinity_dataset`), ``"a2gnn"``
 runs on the learned pixel graph of the image at a working resolution instead of the superpixel
-graph (thesis §3.3.3–3.4).
+graph (thesis §3.3.3–3.4), and the random walk of ``"tags"`` on that graph.
 
 One set of settings per weak kind (:data:`SETTINGS`), the same for every image.
 """
@@ -34,6 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -49,19 +61,36 @@ from graphseg.nn.backbone import ResNetBackbone
 from graphseg.nn.train import fit_a2gnn, resample_seeds, save_checkpoint, train_affinity
 from graphseg.pipelines.ial import IALConfig, ial_em, single_image
 from graphseg.pipelines.regularized import RegularizedConfig, fit_regularized
-from graphseg.propagate import harmonic, label_spreading
-from graphseg.seeds import box_interior, expand_seeds, grabcut_seeds, rasterize_points
+from graphseg.propagate import crf, harmonic, label_spreading, random_walk
+from graphseg.propagate.appearance import colour_posterior, fuse_appearance
+from graphseg.seeds import (
+    add_background,
+    box_interior,
+    expand_seeds,
+    grabcut_seeds,
+    normalize_cam,
+    rasterize_points,
+    rasterize_scribbles,
+    topk_seeds,
+)
 
-__all__ = ["AFFINITY_ARCHITECTURE", "METHODS", "SETTINGS", "AffinityTraining", "Failure",
-           "Settings", "affinity_model", "load_affinity", "segment", "segment_dataset",
-           "train_affinity_dataset", "weak_seeds"]
+__all__ = ["AFFINITY_ARCHITECTURE", "DEFAULT_METHOD", "LABEL_KEYS", "METHODS", "SETTINGS",
+           "AffinityTraining", "Failure", "Settings", "affinity_model", "load_affinity",
+           "segment", "segment_dataset", "train_affinity_dataset", "weak_seeds"]
 
 UNKNOWN = 255
+_SPARSE_METHODS = ("harmonic", "random-walk", "a2gnn", "ial", "pce-potts")
 METHODS = {
     "boxes": ("grabcut", "harmonic", "a2gnn", "ial", "pce-potts"),
-    "points": ("harmonic", "random-walk", "a2gnn", "ial", "pce-potts"),
+    "points": _SPARSE_METHODS,
+    "scribbles": _SPARSE_METHODS,
+    "tags": ("a2gnn", "random-walk"),
 }
-DEFAULT_METHOD = {"boxes": "grabcut", "points": "harmonic"}
+DEFAULT_METHOD = {"boxes": "grabcut", "points": "harmonic", "scribbles": "harmonic",
+                  "tags": "a2gnn"}
+LABEL_KEYS = {"boxes": ("boxes",), "points": ("points",), "scribbles": ("scribbles",),
+              "tags": ("tags", "cams")}
+"""The entries of ``labels`` that each weak kind reads (and the only ones)."""
 
 
 @dataclass(frozen=True)
@@ -91,10 +120,30 @@ class Settings:
     affinity_size: int = 128
     """Longer side of the working resolution of the learned graph (training and inference)."""
     affinity_radius: int = 4
-    """Square window radius of the learned graph (official code: 4 for boxes, 3 for points)."""
+    """Square window radius of the learned graph (official code: 4 for boxes and scribbles,
+    3 for points and image labels)."""
+    scribble_radius: int = 1
+    """Stroke half-width of each scribble, in pixels."""
+    colour_weight: float = 0.0
+    """Exponent of the seeds' colour posterior fused with the probabilities (0 = off)."""
+    crf: str | None = None
+    """CRF preset run on the final probabilities (None = off)."""
+    walk_weight: float = 3.0
+    """Weight of the random walk against A²GNN's probabilities for image labels (thesis: 1:3)."""
+    walk_size: int = 128
+    """Longer side of the RGB graph of the CAMs' random walk (no checkpoint; smaller images
+    keep their size)."""
+    cam_fraction: float = 0.4
+    cam_background: float = 0.8
+    """The CAM seeds M'_I: each class's top share of its argmax pixels, and background where
+    its score (:func:`graphseg.seeds.add_background`, γ = 4) exceeds the threshold."""
 
 
-SETTINGS = {"boxes": Settings(n_segments=1000), "points": Settings(affinity_radius=3)}
+_SPARSE = {"sigma_rgb": 0.05, "colour_weight": 0.3, "crf": "a2gnn"}
+SETTINGS = {"boxes": Settings(n_segments=1000),
+            "points": Settings(affinity_radius=3, **_SPARSE),
+            "scribbles": Settings(**_SPARSE),
+            "tags": Settings(affinity_radius=3, crf="a2gnn")}
 
 AFFINITY_ARCHITECTURE = {"widths": (32, 32, 64), "stem_width": 16, "stride": 4,
                          "reductions": (32, 32, 64)}
@@ -111,18 +160,10 @@ def _check_method(weak: str, method: str | None) -> str:
     return method
 
 
-def _present(seeds: Tensor) -> tuple[Tensor, Tensor]:
-    """The classes with seeds and the seed map renumbered 0..k-1 (255 kept)."""
-    present = torch.unique(seeds[seeds != UNKNOWN])
-    remap = torch.full((256,), UNKNOWN, dtype=torch.int64)
-    remap[present] = torch.arange(len(present))
-    return present, remap[seeds]
-
-
-def _region_a2gnn(image: Tensor, seeds: Tensor, settings: Settings, boxes=None,
-                  seed: int = 0, graph=None) -> Tensor:
-    """A²GNN on the superpixel graph; returns per-pixel class ids among the seeded classes."""
-    present, local = _present(seeds)
+def _region_a2gnn(image: Tensor, local: Tensor, num_classes: int, settings: Settings,
+                  boxes=None, seed: int = 0, graph=None) -> Tensor:
+    """A²GNN on the superpixel graph from seeds of classes 0..k-1; returns ``(1, k, H, W)``
+    probabilities."""
     if graph is None:
         graph = superpixel_graph(image, n_segments=settings.n_segments)
     stride = settings.grid_stride
@@ -132,17 +173,16 @@ def _region_a2gnn(image: Tensor, seeds: Tensor, settings: Settings, boxes=None,
     grid_boxes = None
     if boxes is not None:
         height, width = cells.shape[1:]
-        index = {int(c): i for i, c in enumerate(present.tolist())}
-        grid_boxes = [[{"cls": index[b["cls"]],
+        grid_boxes = [[{"cls": b["cls"],
                         "box": [min(width - 1, b["box"][0] // stride),
                                 min(height - 1, b["box"][1] // stride),
                                 min(width - 1, b["box"][2] // stride),
                                 min(height - 1, b["box"][3] // stride)]}
-                       for b in boxes if b["cls"] in index]]
+                       for b in boxes]]
     probs = fit_a2gnn(graph.to_pyg(), grid_seeds, boxes=grid_boxes, pixels=cells,
-                      num_classes=len(present), epochs=settings.epochs, hidden=settings.hidden,
+                      num_classes=num_classes, epochs=settings.epochs, hidden=settings.hidden,
                       seed=seed)
-    return present[graph.unpool(probs).argmax(1)[0]]
+    return graph.unpool(probs)
 
 
 def _working_size(height: int, width: int, size: int) -> tuple[int, int]:
@@ -159,52 +199,35 @@ def _resize_image(image: Tensor, size: int) -> Tensor:
                          antialias=True).clamp(0, 1)
 
 
-def _learned_a2gnn(image: Tensor, seeds: Tensor, model: AffinityCNN, settings: Settings,
-                   boxes=None, seed: int = 0) -> Tensor:
-    """A²GNN on the learned pixel graph of the image at the working resolution; returns
-    per-pixel class ids among the seeded classes."""
-    present, local = _present(seeds)
-    if len(present) == 1:
-        return torch.full(seeds.shape[1:], int(present[0]), dtype=torch.int64)
-    height, width = image.shape[2:]
+def _learned_graph(image: Tensor, model: AffinityCNN, settings: Settings):
+    """The learned pixel graph of the image at the working resolution."""
     device = next(model.parameters()).device
     model.eval()
     with torch.no_grad():
-        graph = model.to_graph(_resize_image(image, settings.affinity_size).to(device),
-                               radius=settings.affinity_radius, shape="square")
+        return model.to_graph(_resize_image(image, settings.affinity_size).to(device),
+                              radius=settings.affinity_radius, shape="square")
+
+
+def _learned_a2gnn(image: Tensor, local: Tensor, num_classes: int, model: AffinityCNN,
+                   settings: Settings, boxes=None, seed: int = 0) -> Tensor:
+    """A²GNN on the learned pixel graph of the image at the working resolution; returns
+    ``(1, k, H, W)`` probabilities at image resolution."""
+    height, width = image.shape[2:]
+    graph = _learned_graph(image, model, settings)
     rows, cols = graph.image_size
     grid_boxes = None
     if boxes is not None:
-        index = {int(c): i for i, c in enumerate(present.tolist())}
-        grid_boxes = [[{"cls": index[b["cls"]],
+        grid_boxes = [[{"cls": b["cls"],
                         "box": [min(cols - 1, b["box"][0] * cols // width),
                                 min(rows - 1, b["box"][1] * rows // height),
                                 min(cols - 1, b["box"][2] * cols // width),
                                 min(rows - 1, b["box"][3] * rows // height)]}
-                       for b in boxes if b["cls"] in index]]
-    probs = fit_a2gnn(graph, resample_seeds(local, (rows, cols)).to(device), boxes=grid_boxes,
-                      num_classes=len(present), epochs=settings.epochs, hidden=settings.hidden,
-                      seed=seed)
-    probs = F.interpolate(probs, size=(height, width), mode="bilinear", align_corners=False)
-    return present[probs.argmax(1)[0].cpu()]
-
-
-def _trained(image: Tensor, seeds: Tensor, method: str, settings: Settings,
-             details: dict | None) -> Tensor:
-    """IAL's EM loop or partial cross-entropy + Potts training over the seeded classes;
-    returns per-pixel class ids."""
-    present, local = _present(seeds)
-    if len(present) == 1:
-        return torch.full(seeds.shape[1:], int(present[0]), dtype=torch.int64)
-    if method == "ial":
-        result = ial_em(image, local, num_classes=len(present), config=settings.ial)
-        if details is not None:
-            details["ial_reports"] = result.reports
-        labels = result.labels
-    else:
-        labels = fit_regularized(image, local, num_classes=len(present),
-                                 config=settings.regularized).argmax(0)
-    return present[labels]
+                       for b in boxes]]
+    probs = fit_a2gnn(graph, resample_seeds(local, (rows, cols)).to(graph.weight.device),
+                      boxes=grid_boxes, num_classes=num_classes, epochs=settings.epochs,
+                      hidden=settings.hidden, seed=seed)
+    return F.interpolate(probs, size=(height, width), mode="bilinear",
+                         align_corners=False).cpu()
 
 
 def _rgb_graph(image: Tensor, settings: Settings):
@@ -212,40 +235,135 @@ def _rgb_graph(image: Tensor, settings: Settings):
                        sigma_rgb=settings.sigma_rgb)
 
 
-def _propagate(image: Tensor, seeds: Tensor, method: str, settings: Settings) -> Tensor:
-    """Class ids from a (1, H, W) seed map by harmonic solves or label spreading."""
+def _probabilities(image: Tensor, local: Tensor, num_classes: int, method: str,
+                   settings: Settings, *, model: AffinityCNN | None = None, boxes=None,
+                   regions=None, details: dict | None = None) -> Tensor:
+    """``(1, k, H, W)`` probabilities over the seeded classes 0..k-1 of ``local``."""
+    if method == "harmonic":
+        return harmonic(_rgb_graph(image, settings), local, num_classes=num_classes)
+    if method == "random-walk":
+        scores = label_spreading(_rgb_graph(image, settings), local, num_classes=num_classes,
+                                 num_steps=settings.spreading_steps).clamp_min(0)
+        return scores / scores.sum(1, keepdim=True).clamp_min(1e-12)
+    if method == "ial":
+        result = ial_em(image, local, num_classes=num_classes, config=settings.ial)
+        if details is not None:
+            details["ial_reports"] = result.reports
+        return result.probs[None]
+    if method == "pce-potts":
+        return fit_regularized(image, local, num_classes=num_classes,
+                               config=settings.regularized)[None]
+    if model is not None:
+        return _learned_a2gnn(image, local, num_classes, model, settings, boxes=boxes)
+    return _region_a2gnn(image, local, num_classes, settings, boxes=boxes, graph=regions)
+
+
+def _finish(image: Tensor, local: Tensor, probs: Tensor, settings: Settings) -> Tensor:
+    """The colour model fusion and the CRF of ``settings`` on ``(1, k, H, W)`` probabilities."""
+    if settings.colour_weight > 0:
+        posterior = colour_posterior(image, local, num_classes=probs.shape[1])
+        probs = fuse_appearance(probs, posterior, weight=settings.colour_weight)
+    if settings.crf is not None:
+        probs = crf(image, probs, preset=settings.crf)
+    return probs
+
+
+def _present(seeds: Tensor) -> tuple[Tensor, Tensor]:
+    """The classes with seeds and the seed map renumbered 0..k-1 (255 kept)."""
+    present = torch.unique(seeds[seeds != UNKNOWN])
+    remap = torch.full((256,), UNKNOWN, dtype=torch.int64)
+    remap[present] = torch.arange(len(present))
+    return present, remap[seeds]
+
+
+def _propagate_seeds(image: Tensor, seeds: Tensor, method: str, settings: Settings, *,
+                     model=None, boxes=None, regions=None, details=None) -> Tensor:
+    """Class ids from a ``(1, H, W)`` seed map: the method's probabilities over the seeded
+    classes, finished by :func:`_finish`."""
     present, local = _present(seeds)
     if len(present) == 1:
         return torch.full(seeds.shape[1:], int(present[0]), dtype=torch.int64)
-    graph = _rgb_graph(image, settings)
-    if method == "harmonic":
-        probs = harmonic(graph, local, num_classes=len(present))
-    else:
-        probs = label_spreading(graph, local, num_classes=len(present),
-                                num_steps=settings.spreading_steps)
-    return present[probs.argmax(1)[0]]
+    if boxes is not None:
+        index = {int(c): i for i, c in enumerate(present.tolist())}
+        boxes = [{"cls": index[b["cls"]], "box": b["box"]} for b in boxes if b["cls"] in index]
+    probs = _probabilities(image, local, len(present), method, settings, model=model,
+                           boxes=boxes, regions=regions, details=details)
+    return present[_finish(image, local, probs, settings).argmax(1)[0].cpu()]
 
 
 def _check_labels(labels, weak: str) -> None:
-    if not isinstance(labels, dict) or weak not in labels:
-        raise ValueError(f"labels must be a dict with a {weak!r} entry, got "
-                         f"{_checks._describe(labels)}")
+    for key in LABEL_KEYS[weak]:
+        if not isinstance(labels, dict) or labels.get(key) is None:
+            raise ValueError(f"labels must be a dict with a {key!r} entry for weak={weak!r}, "
+                             f"got {_checks._describe(labels)}")
+
+
+def _cams(labels: dict, height: int, width: int, num_classes: int | None) -> Tensor:
+    """The ``(1, C, H, W)`` foreground CAMs of ``labels["cams"]`` (channel c-1 = class c),
+    resized to the image, kept for the tagged classes only and max-normalised."""
+    cams = labels["cams"]
+    if isinstance(cams, np.ndarray):
+        cams = torch.from_numpy(np.ascontiguousarray(cams))
+    if not isinstance(cams, Tensor) or cams.dim() != 3 or not cams.is_floating_point():
+        raise ValueError("labels['cams'] must be a float (C, h, w) array of foreground class "
+                         f"activation maps, got {_checks._describe(cams)}")
+    if num_classes is not None and cams.shape[0] != num_classes - 1:
+        raise ValueError(f"labels['cams'] must hold num_classes - 1 = {num_classes - 1} "
+                         f"foreground maps (channel c-1 = class c), got {cams.shape[0]}")
+    cams = _checks.check_tensor4d("labels['cams']", cams[None].float())
+    tags = torch.zeros(1, cams.shape[1], dtype=torch.bool)
+    for cls in labels["tags"]:
+        tags[0, _checks.check_class("labels['tags']", cls, cams.shape[1] + 1, lowest=1) - 1] = True
+    cams = F.interpolate(cams, size=(height, width), mode="bilinear", align_corners=False)
+    return normalize_cam(cams.clamp_min(0), tags=tags)
+
+
+def _from_cams(image: Tensor, labels: dict, method: str, settings: Settings,
+               num_classes: int | None, model: AffinityCNN | None,
+               regions=None) -> Tensor:
+    """Class ids from image tags and their CAMs: the random walk of the CAMs, alone or fused
+    with A²GNN trained on the CAM seeds M'_I."""
+    height, width = image.shape[2:]
+    cams = _cams(labels, height, width, num_classes)
+    graph = (_learned_graph(image, model, settings) if model is not None
+             else _rgb_graph(_resize_image(image, min(settings.walk_size, max(height, width))),
+                             settings))
+    walk = random_walk(graph, cams.to(graph.weight.device), preset="a2gnn").cpu()
+    walk = walk / walk.sum(1, keepdim=True).clamp_min(1e-12)
+    probs = walk
+    if method == "a2gnn":
+        seeds = topk_seeds(add_background(cams), fraction=settings.cam_fraction,
+                           background_threshold=settings.cam_background)
+        present, local = _present(seeds)
+        if len(present) > 1:
+            gnn = _probabilities(image, local, len(present), method, settings, model=model,
+                                 regions=regions)
+            probs = settings.walk_weight * walk
+            probs[:, present] += gnn
+            probs = probs / probs.sum(1, keepdim=True)
+    if settings.crf is not None:
+        probs = crf(image, probs, preset=settings.crf)
+    return probs.argmax(1)[0]
 
 
 def _seeds(image: Tensor, labels: dict, weak: str, num_classes: int | None,
            settings: Settings):
-    """The (1, H, W) seed map of one image, and its superpixel graph for points (None for
-    boxes)."""
+    """The (1, H, W) seed map of one image, and its superpixel graph for points and scribbles
+    (None for boxes)."""
     height, width = image.shape[2:]
     if weak == "boxes":
         boxes = labels["boxes"]
         _checks.check_boxes([boxes], 1, height, width, num_classes=num_classes)
         return grabcut_seeds(image, [boxes], num_classes=num_classes), None
-    points = labels["points"]
-    if not points:
-        raise ValueError("labels['points'] is empty: at least one click is needed")
-    seeds = rasterize_points([points], height, width, radius=settings.point_radius,
-                             num_classes=num_classes)
+    marks = labels[weak]
+    if not marks:
+        raise ValueError(f"labels[{weak!r}] is empty: at least one is needed")
+    if weak == "points":
+        seeds = rasterize_points([marks], height, width, radius=settings.point_radius,
+                                 num_classes=num_classes)
+    else:
+        seeds = rasterize_scribbles([marks], height, width, radius=settings.scribble_radius,
+                                    num_classes=num_classes)
     regions = superpixel_graph(image, n_segments=settings.n_segments)
     return expand_seeds(seeds, regions), regions
 
@@ -256,8 +374,10 @@ def weak_seeds(image, labels: dict, *, weak: str, num_classes: int | None = None
     labels.
 
     - boxes: GrabCut seeds M_B (thesis Eq. 3.2–3.3, :func:`graphseg.seeds.grabcut_seeds`);
-    - points: disks of ``settings.point_radius`` expanded to SLIC superpixels of
-      ``settings.n_segments`` (thesis §3.6.1, :func:`graphseg.seeds.expand_seeds`).
+    - points / scribbles: disks of ``settings.point_radius`` / strokes of
+      ``settings.scribble_radius`` expanded to SLIC superpixels of ``settings.n_segments``
+      (thesis §3.6.1, :func:`graphseg.seeds.expand_seeds`);
+    - tags: the CAM seeds M'_I of ``labels["cams"]`` (:func:`graphseg.seeds.topk_seeds`).
 
     Args:
         image, labels, weak, num_classes, settings: as :func:`segment`.
@@ -269,6 +389,10 @@ def weak_seeds(image, labels: dict, *, weak: str, num_classes: int | None = None
     image = single_image(image)
     _check_labels(labels, weak)
     settings = SETTINGS[weak] if settings is None else settings
+    if weak == "tags":
+        cams = _cams(labels, *image.shape[2:], num_classes)
+        return topk_seeds(add_background(cams), fraction=settings.cam_fraction,
+                          background_threshold=settings.cam_background)
     return _seeds(image, labels, weak, num_classes, settings)[0]
 
 
@@ -309,11 +433,12 @@ def load_affinity(path: str | os.PathLike, *,
     return model.to(map_location).eval()
 
 
-def _affinity(checkpoint, method: str) -> AffinityCNN | None:
+def _affinity(checkpoint, weak: str, method: str) -> AffinityCNN | None:
     if checkpoint is None:
         return None
-    if method != "a2gnn":
-        raise ValueError(f"checkpoint is only used by method 'a2gnn', got method {method!r}")
+    if method != "a2gnn" and weak != "tags":
+        raise ValueError("checkpoint is only used by method 'a2gnn' and weak 'tags', got "
+                         f"method {method!r}")
     if isinstance(checkpoint, AffinityCNN):
         return checkpoint
     if isinstance(checkpoint, (str, os.PathLike)):
@@ -329,12 +454,18 @@ def segment(image, labels: dict, *, weak: str, method: str | None = None,
 
     Args:
         image: ``(3, H, W)`` / ``(1, 3, H, W)`` float in [0, 1] or an ``(H, W, 3)`` uint8 array.
-        labels: the image's weak labels; only the entry of ``weak`` is read:
-            ``{"boxes": [{"cls", "box": [x0, y0, x1, y1]}]}`` (inclusive pixel bounds) or
-            ``{"points": [{"x", "y", "cls"}]}`` (class 0 = background).
-        weak: ``"boxes"`` or ``"points"``.
-        method: see :data:`METHODS` (default: ``"grabcut"`` for boxes, ``"harmonic"`` for
-            points).
+        labels: the image's weak labels; only the entries of ``weak`` (:data:`LABEL_KEYS`)
+            are read:
+
+            - ``{"boxes": [{"cls", "box": [x0, y0, x1, y1]}]}`` (inclusive pixel bounds);
+            - ``{"points": [{"x", "y", "cls"}]}`` (class 0 = background);
+            - ``{"scribbles": [{"cls", "points": [[x, y], ...]}]}`` (polylines);
+            - ``{"tags": [c, ...], "cams": (C, h, w)}``: the foreground classes present and
+              class activation maps, channel c-1 for class c (C = ``num_classes`` - 1 when
+              given), at any resolution (resized bilinearly), non-negative.
+
+        weak: ``"boxes"``, ``"points"``, ``"scribbles"`` or ``"tags"``.
+        method: see :data:`METHODS` (default: :data:`DEFAULT_METHOD`).
         num_classes: when given, label classes must be below it.
         settings: overrides :data:`SETTINGS` ``[weak]``.
         details: an optional dict that receives what the method reports: ``"ial_reports"``,
@@ -342,39 +473,29 @@ def segment(image, labels: dict, *, weak: str, method: str | None = None,
         checkpoint: a trained :class:`~graphseg.nn.AffinityCNN`, or the path of a checkpoint
             of :func:`train_affinity_dataset`; method ``"a2gnn"`` then trains on the learned
             pixel graph of the image resized to ``settings.affinity_size`` (square window of
-            ``settings.affinity_radius``) and upsamples its probabilities bilinearly.
-            Only for ``"a2gnn"``.
+            ``settings.affinity_radius``) and upsamples its probabilities bilinearly, and the
+            random walk of ``"tags"`` runs on that graph. For ``"a2gnn"`` and ``"tags"`` only.
 
     Returns:
         ``(H, W)`` int64 class ids.
     """
     method = _check_method(weak, method)
-    model = _affinity(checkpoint, method)
+    model = _affinity(checkpoint, weak, method)
     image = single_image(image)
     _check_labels(labels, weak)
     settings = SETTINGS[weak] if settings is None else settings
+    if weak == "tags":
+        return _from_cams(image, labels, method, settings, num_classes, model)
     seeds, regions = _seeds(image, labels, weak, num_classes, settings)
-    if weak == "boxes":
-        if method == "grabcut":
-            return torch.where(seeds[0] == UNKNOWN, 0, seeds[0])
-        boxes = labels["boxes"]
-        inside = box_interior([boxes], *image.shape[2:])[0]
-        if method == "harmonic":
-            pred = _propagate(image, seeds, method, settings)
-        elif method in ("ial", "pce-potts"):
-            pred = _trained(image, seeds, method, settings, details)
-        elif model is not None:
-            pred = _learned_a2gnn(image, seeds, model, settings, boxes=boxes)
-        else:
-            pred = _region_a2gnn(image, seeds, settings, boxes=boxes)
-        return torch.where(inside, pred, 0)
-    if method == "a2gnn":
-        if model is not None:
-            return _learned_a2gnn(image, seeds, model, settings)
-        return _region_a2gnn(image, seeds, settings, graph=regions)
-    if method in ("ial", "pce-potts"):
-        return _trained(image, seeds, method, settings, details)
-    return _propagate(image, seeds, method, settings)
+    if weak != "boxes":
+        return _propagate_seeds(image, seeds, method, settings, model=model, regions=regions,
+                                details=details)
+    if method == "grabcut":
+        return torch.where(seeds[0] == UNKNOWN, 0, seeds[0])
+    boxes = labels["boxes"]
+    pred = _propagate_seeds(image, seeds, method, settings, model=model,
+                            boxes=boxes if method == "a2gnn" else None, details=details)
+    return torch.where(box_interior([boxes], *image.shape[2:])[0], pred, 0)
 
 
 @dataclass(frozen=True)
@@ -383,6 +504,11 @@ class Failure:
 
     name: str
     reason: str
+
+
+def _sample_labels(sample: dict, weak: str) -> dict:
+    """The entries of a data-set sample that ``weak`` reads."""
+    return {key: sample.get(key) for key in LABEL_KEYS[weak]}
 
 
 def _write_png(path: Path, labels: Tensor) -> None:
@@ -415,7 +541,7 @@ def segment_dataset(dataset, out_dir: str | os.PathLike, *, weak: str,
         The failures, in order.
     """
     method = _check_method(weak, method)
-    model = _affinity(checkpoint, method)
+    model = _affinity(checkpoint, weak, method)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     failures: list[Failure] = []
@@ -432,7 +558,7 @@ def segment_dataset(dataset, out_dir: str | os.PathLike, *, weak: str,
             name = sample.get("name", name)
             target = out / f"{name}.png"
             start = time.perf_counter()
-            labels = segment(sample["image"], {weak: sample.get(weak)}, weak=weak,
+            labels = segment(sample["image"], _sample_labels(sample, weak), weak=weak,
                              method=method, num_classes=num_classes, settings=settings,
                              checkpoint=model)
             seconds = time.perf_counter() - start
@@ -470,7 +596,7 @@ def _seed_batches(dataset, weak: str, size: int, settings: Settings | None, prog
             sample = dataset[index]
             name = sample.get("name", name)
             image = single_image(sample["image"])
-            seeds = weak_seeds(image, {weak: sample.get(weak)}, weak=weak,
+            seeds = weak_seeds(image, _sample_labels(sample, weak), weak=weak,
                                num_classes=num_classes, settings=settings)
         except (OSError, ValueError, TypeError, KeyError, RuntimeError) as error:
             failures.append(Failure(name, f"{type(error).__name__}: {error}"))

@@ -1,0 +1,61 @@
+"""Generated scenes shared by the pipeline and CLI tests.
+
+Each image is a rectangle of one colour on a background of another, with pixel noise; the box
+is the rectangle grown by 3 pixels, the clicks are one in the middle of the rectangle and one
+in each corner of the image (background), the scribbles a stroke across the rectangle and a
+frame near the image border (background), and the class activation map a Gaussian bump on the
+rectangle's centre that fades before its edges (a CAM's usual too-small peak).
+"""
+
+import json
+
+import numpy as np
+import torch
+from PIL import Image
+
+H, W = 40, 48
+BACKGROUNDS = [(60, 110, 170), (70, 140, 80), (170, 160, 70)]
+FOREGROUNDS = [(160, 90, 70), (150, 80, 130), (80, 120, 160)]
+NAMES = [f"img{i}" for i in range(len(BACKGROUNDS))]
+
+
+def make_scene(i):
+    """(H, W, 3) uint8 image, (H, W) uint8 truth and the weak labels of scene ``i``."""
+    rng = np.random.default_rng(i)
+    x0, y0, x1, y1 = 10 + 2 * i, 8 + i, 35 - i, 29 - i  # inclusive
+    truth = np.zeros((H, W), np.uint8)
+    truth[y0:y1 + 1, x0:x1 + 1] = 1
+    image = np.where(truth[..., None] == 1, np.array(FOREGROUNDS[i]), np.array(BACKGROUNDS[i]))
+    image = np.clip(np.rint(image + rng.normal(0, 6, (H, W, 3))), 0, 255).astype(np.uint8)
+    corners = [(3, 3), (W - 4, 3), (3, H - 4), (W - 4, H - 4)]
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    ys, xs = np.mgrid[0:H, 0:W]
+    bump = np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * 7.0**2))
+    labels = {
+        "boxes": [{"cls": 1, "box": [x0 - 3, y0 - 3, x1 + 3, y1 + 3]}],
+        "points": [{"x": cx, "y": cy, "cls": 1}]
+        + [{"x": x, "y": y, "cls": 0} for x, y in corners],
+        "scribbles": [{"cls": 1, "points": [[x0 + 3, cy], [x1 - 3, cy]]},
+                      {"cls": 0, "points": [[2, 2], [W - 3, 2], [W - 3, H - 3], [2, H - 3],
+                                            [2, 2]]}],
+        "tags": [1],
+        "cams": torch.from_numpy(bump[None].astype(np.float32)),
+    }
+    return image, truth, labels
+
+
+def write_scene_set(root, count=3):
+    """ROOT/images, ROOT/masks, ROOT/cams and ROOT/annotations.json of the first ``count``
+    generated scenes."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    (root / "cams").mkdir()
+    entries = {}
+    for i, name in enumerate(NAMES[:count]):
+        image, truth, labels = make_scene(i)
+        Image.fromarray(image).save(root / "images" / f"{name}.png")
+        Image.fromarray(truth, mode="L").save(root / "masks" / f"{name}.png")
+        np.save(root / "cams" / f"{name}.npy", labels.pop("cams").numpy())
+        entries[name] = {"classes": labels.pop("tags"), **labels}
+    (root / "annotations.json").write_text(json.dumps({"num_classes": 2, "images": entries}))
+    return root
