@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 
 
@@ -28,10 +30,12 @@ def _parser() -> argparse.ArgumentParser:
         help="segment a folder of images from weak labels (boxes, clicks, scribbles, tags)",
         description="Writes OUT/NAME.png (uint8 class ids) for every image of the annotation "
         "file. Only the --weak labels are read. A failed image is reported on its own line and "
-        "the others are still processed; every PNG is written atomically. Exit code 0 only "
-        "when every image succeeded.",
-        epilog="example: graphseg segment --images data/grabcut/images --annotations "
-        "data/grabcut/annotations.json --weak box --method grabcut --out pred",
+        "the others are still processed; every PNG is written atomically. Under torchrun "
+        "each rank segments its shard of the images (the files are those of a single run). "
+        "Exit code 0 only when every image succeeded.",
+        epilog="examples: graphseg segment --images data/grabcut/images --annotations "
+        "data/grabcut/annotations.json --weak box --method grabcut --out pred; "
+        "torchrun --nproc_per_node 4 -m graphseg segment ... (the same, in 4 processes)",
     )
     _add_folder_arguments(segment)
     segment.add_argument("--method", help="box: grabcut (default), harmonic, a2gnn, ial, "
@@ -178,13 +182,45 @@ def _segment(args) -> int:
 
     weak = _WEAK[args.weak]
     dataset = _folder(args, weak)
-    failures = segment_dataset(dataset, args.out, weak=weak, method=args.method,
-                               resume=args.resume, progress=not args.quiet,
-                               checkpoint=args.checkpoint)
-    done = len(dataset) - len(failures)
-    print(f"segmented {done} of {len(dataset)} images into {args.out}"
-          + (f"; {len(failures)} failed" if failures else ""))
-    return 1 if failures else 0
+    with _ranks() as (rank, world):
+        failures = segment_dataset(dataset, args.out, weak=weak, method=args.method,
+                                   resume=args.resume, progress=not args.quiet,
+                                   checkpoint=args.checkpoint, shard=(rank, world))
+        failed = _total(len(failures), world)
+    if rank == 0:
+        print(f"segmented {len(dataset) - failed} of {len(dataset)} images into {args.out}"
+              + (f" with {world} processes" if world > 1 else "")
+              + (f"; {failed} failed" if failed else ""))
+    return 1 if failed else 0
+
+
+@contextlib.contextmanager
+def _ranks():
+    """(rank, world size) of this process: under ``torchrun`` (WORLD_SIZE > 1) a gloo process
+    group is set up for the run and torn down after it; otherwise (0, 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        yield 0, 1
+        return
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    try:
+        yield dist.get_rank(), dist.get_world_size()
+    finally:
+        dist.destroy_process_group()
+
+
+def _total(count: int, world: int) -> int:
+    """The sum of ``count`` over the ranks (every rank gets it)."""
+    if world == 1:
+        return count
+    import torch
+    import torch.distributed as dist
+
+    total = torch.tensor([count])
+    dist.all_reduce(total)
+    return int(total)
 
 
 def _train_affinity(args) -> int:

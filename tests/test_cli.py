@@ -130,6 +130,25 @@ def test_segment_scribbles_and_tags(tmp_path, capsys, weak, extra):
             assert (np.asarray(pred) == np.asarray(mask)).mean() > 0.95
 
 
+def test_segment_under_torchrun_equals_one_process(tmp_path):
+    # two ranks on the gloo backend over loopback, each segmenting its shard
+    root = write_scene_set(tmp_path / "set")
+    (root / "images" / "img1.png").write_bytes(b"not an image")
+    single, ranked = tmp_path / "single", tmp_path / "ranked"
+    assert main(_segment_args(root, single, "--weak", "points", "--method", "a2gnn")) == 1
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "graphseg", *_segment_args(root, ranked, "--weak", "points", "--method",
+                                          "a2gnn")],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "segmented 2 of 3 images" in result.stdout and "with 2 processes" in result.stdout
+    assert "1 failed" in result.stdout and "img1" in result.stdout + result.stderr
+    assert sorted(os.listdir(ranked)) == sorted(os.listdir(single)) == ["img0.png", "img2.png"]
+    for name in os.listdir(single):
+        assert (ranked / name).read_bytes() == (single / name).read_bytes()
+
+
 def test_evaluate_prints_json(tmp_path, capsys):
     import json
     import shutil

@@ -520,12 +520,14 @@ def segment_dataset(dataset, out_dir: str | os.PathLike, *, weak: str,
                     method: str | None = None, resume: bool = False, progress: bool = True,
                     settings: Settings | None = None,
                     on_result: Callable[[str, Tensor, float], None] | None = None,
-                    checkpoint=None) -> list[Failure]:
+                    checkpoint=None, shard: tuple[int, int] = (0, 1)) -> list[Failure]:
     """Segments every image of a data set and writes ``OUT/NAME.png`` (uint8 class ids).
 
     Each file is written atomically (a temporary file renamed into place), so an interrupted
     run leaves no partial PNG; ``resume`` skips images whose PNG exists. An image that fails
-    (unreadable, invalid labels) is reported and the others are still processed.
+    (unreadable, invalid labels) is reported and the others are still processed. Every image
+    is segmented on its own with fixed seeds, so a data set split into shards (one process per
+    shard, e.g. the ranks of ``torchrun``) writes the same files as a single run.
 
     Args:
         dataset: a :class:`graphseg.data.SegmentationFolder` (or any sequence of samples with
@@ -536,18 +538,29 @@ def segment_dataset(dataset, out_dir: str | os.PathLike, *, weak: str,
         resume: skip images already written.
         progress: show a tqdm bar.
         on_result: called as ``on_result(name, labels, seconds)`` after each image.
+        shard: ``(index, count)``: process only the images ``index, index + count, ...`` (the
+            split of a non-shuffling, non-padding ``DistributedSampler``).
 
     Returns:
-        The failures, in order.
+        The failures of this shard, in order.
     """
     method = _check_method(weak, method)
+    if (not isinstance(shard, tuple) or len(shard) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in shard)
+            or not 0 <= shard[0] < shard[1]):
+        raise ValueError(f"shard must be a tuple (index, count) of ints with 0 <= index < "
+                         f"count, got {shard!r}")
+    shard_index, shard_count = shard
     model = _affinity(checkpoint, weak, method)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     failures: list[Failure] = []
     names = getattr(dataset, "names", None)
     num_classes = getattr(dataset, "num_classes", None)
-    bar = tqdm(range(len(dataset)), desc=f"segment {weak}/{method}", disable=not progress)
+    where = f" [shard {shard_index + 1}/{shard_count}]" if shard_count > 1 else ""
+    bar = tqdm(range(shard_index, len(dataset), shard_count),
+               desc=f"segment {weak}/{method}{where}",
+               disable=not progress)
     for index in bar:
         name = names[index] if names is not None else str(index)
         target = out / f"{name}.png"

@@ -263,6 +263,20 @@ def test_segment_rejects_bad_inputs(scenes):
         segment(np.stack([image, image]), labels, weak="boxes")  # a batch, not one image
 
 
+def test_segment_dataset_shards_split_the_images(scenes, tmp_path):
+    dataset = SegmentationFolder(scenes.root, weak="boxes", with_mask=False)
+    seen = {}
+    for index in range(2):
+        segment_dataset(dataset, tmp_path / "out", weak="boxes", progress=False,
+                        shard=(index, 2), on_result=lambda name, *_, i=index: seen.setdefault(
+                            i, []).append(name))
+    assert seen == {0: [NAMES[0], NAMES[2]], 1: [NAMES[1]]}
+    assert listing(tmp_path / "out") == [f"{name}.png" for name in NAMES]
+    for bad in [(2, 2), (-1, 2), (0, 0), [0, 1], (0.0, 1)]:
+        with pytest.raises(ValueError, match="shard"):
+            segment_dataset(dataset, tmp_path / "out", weak="boxes", shard=bad)
+
+
 def test_segment_dataset_rejects_unknown_method(scenes, tmp_path):
     dataset = SegmentationFolder(scenes.root, weak="boxes", with_mask=False)
     with pytest.raises(ValueError, match="method"):
