@@ -140,7 +140,7 @@ class Settings:
 
 
 _SPARSE = {"sigma_rgb": 0.05, "colour_weight": 0.3, "crf": "a2gnn"}
-SETTINGS = {"boxes": Settings(n_segments=1000),
+SETTINGS = {"boxes": Settings(n_segments=1000, colour_weight=1.0),
             "points": Settings(affinity_radius=3, **_SPARSE),
             "scribbles": Settings(**_SPARSE),
             "tags": Settings(affinity_radius=3, crf="a2gnn")}

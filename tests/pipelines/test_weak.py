@@ -95,12 +95,14 @@ def test_methods_table_matches_the_tests():
     assert sorted(QUALITY) == sorted((weak, m) for weak, ms in METHODS.items() for m in ms)
 
 
-@pytest.mark.parametrize("weak", ["points", "scribbles", "tags"])
-def test_default_settings_with_colour_model_and_crf(scenes, weak):
-    # the shipped settings fuse the colour model and run the CRF after the default method
-    assert SETTINGS[weak].crf is not None
+@pytest.mark.parametrize(("weak", "method"), [("boxes", "harmonic"), ("points", None),
+                                              ("scribbles", None), ("tags", None)])
+def test_default_settings_with_colour_model_and_crf(scenes, weak, method):
+    # the shipped settings fuse the colour model and/or run the CRF after the method
+    assert SETTINGS[weak].colour_weight > 0 or SETTINGS[weak].crf is not None
     for image, truth, labels in zip(scenes.images, scenes.truths, scenes.labels, strict=True):
-        assert foreground_iou(segment(image, labels, weak=weak), truth) >= 0.9
+        pred = segment(image, labels, weak=weak, method=method)
+        assert foreground_iou(pred, truth) >= 0.9
 
 
 def test_scribble_seeds_follow_the_strokes(scenes):
