@@ -33,9 +33,9 @@ def _parser() -> argparse.ArgumentParser:
         "the others are still processed; every PNG is written atomically. Under torchrun "
         "each rank segments its shard of the images (the files are those of a single run). "
         "Exit code 0 only when every image succeeded.",
-        epilog="examples: graphseg segment --images data/grabcut/images --annotations "
-        "data/grabcut/annotations.json --weak box --method grabcut --out pred; "
-        "torchrun --nproc_per_node 4 -m graphseg segment ... (the same, in 4 processes)",
+        epilog="example: graphseg segment --images data/grabcut/images --annotations "
+        "data/grabcut/annotations.json --weak box --method grabcut --out pred "
+        "(torchrun --nproc_per_node 4 -m graphseg segment ... runs it in 4 processes)",
     )
     _add_folder_arguments(segment)
     segment.add_argument("--method", help="box: grabcut (default), harmonic, a2gnn, ial, "
