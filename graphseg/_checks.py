@@ -196,6 +196,9 @@ def _as_int(name: str, value) -> int:
 
 def check_class(name: str, cls, num_classes: int | None, *, lowest: int) -> int:
     cls = _as_int(name, cls)
+    if cls == 255:
+        # drawn into a seed map, the class would silently become "unknown"
+        raise ValueError(f"{name} must not be 255, the value of unknown pixels in seed maps")
     if cls < lowest or (num_classes is not None and cls >= num_classes):
         upper = f" and < num_classes={num_classes}" if num_classes is not None else ""
         kind = "a foreground class id" if lowest == 1 else "a class id"

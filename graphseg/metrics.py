@@ -25,6 +25,8 @@ __all__ = [
 ]
 
 VOID = 255
+# C·(C + 1) counts above this (2 GiB of int64) come from a stray label value, not a class count
+CONFUSION_MAX_ENTRIES = 2**28
 
 
 def _pair(pred, target) -> tuple[Tensor, Tensor]:
@@ -58,6 +60,9 @@ def confusion_matrix(
         ``(C, C)`` int64, or ``(C, C + 1)`` with ``unlabelled``.
     """
     _checks.check_positive("num_classes", num_classes, integer=True)
+    if num_classes * (num_classes + 1) > CONFUSION_MAX_ENTRIES:
+        raise ValueError(f"num_classes={num_classes} would need a {num_classes}x{num_classes} "
+                         f"confusion matrix, above CONFUSION_MAX_ENTRIES={CONFUSION_MAX_ENTRIES}")
     pred, target = _pair(pred, target)
     scored = target != ignore_index
     truth, guess = target[scored], pred[scored]
@@ -84,7 +89,11 @@ def _square(confusion) -> Tensor:
             or confusion.shape[0] != confusion.shape[1]:
         raise ValueError("confusion must be a square (C, C) tensor from confusion_matrix() "
                          f"without unlabelled, got {_checks._describe(confusion)}")
-    return confusion.to(torch.float64)
+    confusion = confusion.to(torch.float64)
+    if confusion.numel() and not bool((confusion >= 0).all()):  # NaN fails too
+        raise ValueError("confusion must hold non-negative counts from confusion_matrix(), got "
+                         f"a minimum of {float(confusion.min())}")
+    return confusion
 
 
 def per_class_iou(confusion: Tensor) -> Tensor:

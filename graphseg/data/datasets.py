@@ -205,11 +205,8 @@ class SegmentationFolder(_WeakLabelDataset):
                                     "must hold annotations.json, images/ and masks/)")
         with open(annotation_file) as handle:
             annotations = json.load(handle)
-        if "images" not in annotations or "num_classes" not in annotations:
-            raise ValueError(f"{annotation_file} must have 'num_classes' and 'images' keys, "
-                             f"got {sorted(annotations)}")
-        self.num_classes = int(annotations["num_classes"])
-        entries = annotations["images"]
+        entries = self._check_annotations(annotation_file, annotations)
+        self.num_classes = annotations["num_classes"]
         available = sorted(entries) if names is None else list(names)
         unknown = [n for n in available if n not in entries]
         if unknown:
@@ -234,6 +231,29 @@ class SegmentationFolder(_WeakLabelDataset):
         if missing:
             raise FileNotFoundError(f"{image_dir} lacks the images {missing[:5]} listed in "
                                     f"{annotation_file}")
+
+    @staticmethod
+    def _check_annotations(annotation_file: Path, annotations) -> dict:
+        """The ``images`` entries of a parsed annotation file, after checking its layout."""
+        if not isinstance(annotations, dict):
+            raise ValueError(f"{annotation_file} must hold a JSON object with 'num_classes' and "
+                             f"'images' keys, got {type(annotations).__name__}")
+        if "images" not in annotations or "num_classes" not in annotations:
+            raise ValueError(f"{annotation_file} must have 'num_classes' and 'images' keys, "
+                             f"got {sorted(annotations)}")
+        num_classes = annotations["num_classes"]
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"{annotation_file}: 'num_classes' must be a whole number >= 1, "
+                             f"got {num_classes!r}")
+        entries = annotations["images"]
+        if not isinstance(entries, dict):
+            raise ValueError(f"{annotation_file}: 'images' must be an object mapping image names "
+                             f"to their labels, got {type(entries).__name__}")
+        for name, entry in entries.items():
+            if not isinstance(entry, dict):
+                raise ValueError(f"{annotation_file}: images[{name!r}] must be an object of "
+                                 f"weak labels, got {entry!r}")
+        return entries
 
     def _image_path(self, name: str) -> Path:
         return self._files[name]

@@ -6,6 +6,7 @@ An offset (dy, dx) links pixel (y, x) to pixel (y + dy, x + dx); the centre is n
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -13,10 +14,15 @@ from torch import Tensor
 
 from graphseg import _checks
 
-__all__ = ["OFFSET_SHAPES", "opposite_offsets", "window_offsets"]
+__all__ = ["MAX_OFFSETS", "OFFSET_SHAPES", "opposite_offsets", "window_offsets"]
 
 OFFSET_SHAPES = ("disk", "psa", "square", "rings")
 PAR_DILATIONS = (1, 2, 4, 8, 12, 24)
+# A window of more offsets than this links every pixel to a large part of the image: a dense
+# graph in disguise, whose (B, K, H, W) weights would not fit in memory. Long-range edges belong
+# in shape="rings" (8 offsets per distance).
+MAX_OFFSETS = 2**20
+MAX_DISTANCE = 2**30
 
 
 def _disk(radius: int) -> list[tuple[int, int]]:
@@ -67,6 +73,10 @@ def window_offsets(
     Returns:
         ``(K, 2)`` int64 tensor of (dy, dx).
 
+    Raises:
+        ValueError: for a table of more than ``MAX_OFFSETS`` (2**20) offsets, or ring distances
+            above 2**30: such a window is a dense graph, see ``shape="rings"``.
+
     Example:
         >>> window_offsets(5).shape
         torch.Size([80, 2])
@@ -79,8 +89,13 @@ def window_offsets(
         dilations = PAR_DILATIONS if dilations is None else tuple(dilations)
         if not dilations:
             raise ValueError("dilations must name at least one ring distance, got an empty list")
+        if 8 * len(dilations) > MAX_OFFSETS:
+            raise ValueError(f"dilations name {len(dilations)} rings ({8 * len(dilations)} "
+                             f"offsets), above MAX_OFFSETS={MAX_OFFSETS}")
         for d in dilations:
             _checks.check_positive("dilations", d, integer=True)
+            if d > MAX_DISTANCE:
+                raise ValueError(f"dilations must be at most {MAX_DISTANCE} pixels, got {d}")
         if len(set(dilations)) != len(dilations):
             raise ValueError(f"dilations must be distinct, got {list(dilations)}")
         table = _rings(dilations)
@@ -90,6 +105,14 @@ def window_offsets(
         if radius is None:
             raise ValueError(f"radius is required for shape={shape!r}")
         _checks.check_positive("radius", radius, integer=True)
+        # counted before the table is built: an absurd radius must fail at once, not fill memory
+        count = math.inf if radius > MAX_OFFSETS else (
+            (2 * radius + 1) ** 2 - 1 if shape == "square" else math.pi * radius * radius)
+        if count > MAX_OFFSETS:
+            raise ValueError(
+                f"radius={radius} gives about {count:.3g} window offsets for shape={shape!r}, "
+                f"above MAX_OFFSETS={MAX_OFFSETS}: a window that wide is a dense graph. Use "
+                "shape='rings' with a few dilations for long-range edges, or a smaller radius")
         if shape == "disk":
             table = _disk(radius)
         elif shape == "square":

@@ -27,6 +27,9 @@ __all__ = ["KERNELS", "WindowGraph", "feature_graph", "pixel_graph"]
 KERNELS = ("gaussian", "l1", "cosine")
 NORMALIZATIONS = ("row", "sym", "col")
 DENSE_MAX_ENTRIES = 2**26
+# (B, K, H, W) weights above this (8 GiB in float32) come from a window as wide as the image: a
+# dense graph in disguise, refused before allocation
+WINDOW_MAX_ENTRIES = 2**31
 
 
 @functools.lru_cache(maxsize=8)
@@ -402,6 +405,16 @@ class WindowGraph:
 # -- construction ----------------------------------------------------------------------------
 
 
+def check_window_size(batch: int, num_offsets: int, height: int, width: int,
+                      advice: str) -> None:
+    """Refuses (B, K, H, W) weights above ``WINDOW_MAX_ENTRIES`` before they are allocated."""
+    entries = batch * num_offsets * height * width
+    if entries > WINDOW_MAX_ENTRIES:
+        raise ValueError(
+            f"the window of {num_offsets} offsets over {batch} image(s) of {height}x{width} would "
+            f"hold {entries:.3g} weights, above WINDOW_MAX_ENTRIES={WINDOW_MAX_ENTRIES}: {advice}")
+
+
 def _resolve_offsets(radius, shape, offsets, dilations, height: int, width: int) -> Tensor:
     if offsets is not None:
         return _checks.check_offsets(offsets)
@@ -425,8 +438,11 @@ def _kernel_weight(features: Tensor, offsets: Tensor, kernel: str, *, sigma_xy: 
         return torch.exp(-distance)
     squared = affinity_unchecked(features, offsets, "l2")
     position = offsets.square().sum(1).to(features.dtype).to(features.device)
-    return torch.exp(-position.view(1, -1, 1, 1) / (2 * sigma_xy**2)
-                     - squared / (2 * sigma_rgb**2))
+    # 2σ² as s·s (no OverflowError for a huge σ) and at least the dtype's smallest normal, so
+    # that a tiny σ gives exp(-0/tiny) = 1 for equal colours instead of exp(-0/0) = NaN
+    tiny = torch.finfo(features.dtype).tiny
+    return torch.exp(-position.view(1, -1, 1, 1) / max(2 * sigma_xy * sigma_xy, tiny)
+                     - squared / max(2 * sigma_rgb * sigma_rgb, tiny))
 
 
 def _build(features: Tensor, *, radius, shape, offsets, dilations, kernel, sigma_xy, sigma_rgb,
@@ -437,6 +453,9 @@ def _build(features: Tensor, *, radius, shape, offsets, dilations, kernel, sigma
         _checks.check_positive("sigma_rgb", sigma_rgb)
     height, width = features.shape[2:]
     offsets = _resolve_offsets(radius, shape, offsets, dilations, height, width)
+    check_window_size(features.shape[0], offsets.shape[0], height, width,
+                      "lower radius, or use shape='rings' with a few dilations for long-range "
+                      "edges")
     weight = _kernel_weight(features, offsets, kernel,
                             sigma_xy=sigma_xy, sigma_rgb=sigma_rgb)
     if threshold is not None:

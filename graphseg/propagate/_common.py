@@ -16,6 +16,7 @@ from graphseg.graph.edges import EdgeGraph, as_graph
 from graphseg.graph.window import WindowGraph
 
 IGNORE = 255
+SHOWN = 10  # missing classes listed in an error message
 
 
 def node_values(graph, values, name: str) -> tuple[WindowGraph | EdgeGraph, Tensor, Callable]:
@@ -84,8 +85,15 @@ def seed_classes(seeds: Tensor, num_classes: int | None, name: str = "seeds") ->
         _checks.check_positive("num_classes", num_classes, integer=True)
         if max(present) >= num_classes:
             raise ValueError(f"{name} holds class {max(present)} but num_classes={num_classes}")
-    missing = sorted(set(range(count)) - set(present))
-    if missing:
-        raise ValueError(f"classes {missing} have no seed in {name}; every class needs at least "
+    if len(present) < count:
+        # listed without range(count): a stray seed value such as 10**12 must not fill memory
+        missing, expected = [], 0
+        for cls in [*present, count]:
+            missing += range(expected, min(cls, expected + SHOWN - len(missing)))
+            expected = cls + 1
+        listed = f"{missing}"
+        if count - len(present) > SHOWN:
+            listed = f"[{', '.join(map(str, missing[:-1]))}, ...] ({count - len(present)} in all)"
+        raise ValueError(f"classes {listed} have no seed in {name}; every class needs at least "
                          "one seeded pixel (relabel the classes or drop the empty ones)")
     return count

@@ -10,6 +10,8 @@ from graphseg import _checks
 
 __all__ = ["colour_posterior", "fuse_appearance"]
 
+HISTOGRAM_MAX_CELLS = 2**28  # 2 GiB of int64 counts
+
 
 def colour_posterior(image, seeds, *, num_classes: int | None = None, bins: int = 16,
                      floor: float = 1e-3) -> Tensor:
@@ -31,7 +33,7 @@ def colour_posterior(image, seeds, *, num_classes: int | None = None, bins: int 
         seeds: ``(B, H, W)`` / ``(H, W)`` int64 class ids, 255 = unknown.
         num_classes: class count (default: largest seed + 1). A class with no seed pixels in an
             image gets a uniform histogram there.
-        bins: histogram cells per channel.
+        bins: histogram cells per channel (at least 3, the width of the smoothing filter).
         floor: weight of the uniform component, in [0, 1).
 
     Returns:
@@ -40,8 +42,13 @@ def colour_posterior(image, seeds, *, num_classes: int | None = None, bins: int 
     image = _checks.as_image_batch(image, "image", channels=3)
     seeds = _checks.as_label_batch(seeds, "seeds").to(image.device)
     _checks.same_size("image", image[:, 0], "seeds", seeds)
+    if num_classes is not None:
+        _checks.check_positive("num_classes", num_classes, integer=True)
     _checks.check_seed_values("seeds", seeds, num_classes)
     _checks.check_positive("bins", bins, integer=True)
+    if bins < 3:
+        raise ValueError(f"bins must be >= 3 (the histograms are smoothed by a 3x3x3 box "
+                         f"filter), got {bins}")
     if not isinstance(floor, (int, float)) or isinstance(floor, bool) or not 0 <= floor < 1:
         raise ValueError(f"floor must be a number in [0, 1), got {floor!r}")
     known = seeds[seeds != 255]
@@ -49,6 +56,11 @@ def colour_posterior(image, seeds, *, num_classes: int | None = None, bins: int 
         num_classes = int(known.max()) + 1 if known.numel() else 1
     batch = image.shape[0]
     cells = bins**3
+    if batch * (num_classes + 1) * cells > HISTOGRAM_MAX_CELLS:
+        raise ValueError(
+            f"colour_posterior would count {batch} x {num_classes + 1} x {bins}^3 histogram "
+            f"cells (images x (num_classes + 1) x bins^3), above HISTOGRAM_MAX_CELLS="
+            f"{HISTOGRAM_MAX_CELLS}: lower bins, or num_classes (default: the largest seed + 1)")
     level = (image.clamp(0, 1) * (bins - 1)).round().to(torch.int64)
     cell = (level[:, 0] * bins + level[:, 1]) * bins + level[:, 2]  # (B, H, W)
     # one bincount over (image, class, cell); unknown pixels land in a dropped extra class

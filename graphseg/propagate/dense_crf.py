@@ -9,7 +9,7 @@ from torch import Tensor
 
 from graphseg import _checks
 from graphseg.graph.offsets import window_offsets
-from graphseg.graph.window import WindowGraph, pixel_graph
+from graphseg.graph.window import WindowGraph, check_window_size, pixel_graph
 
 __all__ = ["CRF_PRESETS", "crf", "crf_kernels"]
 
@@ -29,18 +29,33 @@ DENSE_RADIUS = 2
 RING_AREA = 1.5 * math.pi / 8  # area of the annulus [d/√2, √2·d] per ring sample, over d²
 
 
-def _appearance_offsets(sxy: float) -> tuple[Tensor, Tensor]:
+def _appearance_offsets(sxy: float, extent: int) -> tuple[Tensor, Tensor]:
     """A dense disk of radius 2 plus 8-neighbour rings at distances 3·2^n up to 2·sxy, each
-    sample weighted by the area it stands for, so the window sum approximates the dense one."""
+    sample weighted by the area it stands for, so the window sum approximates the dense one.
+    Rings of ``extent`` pixels or more (the image's longer side) reach no pixel and are left
+    out, which bounds the table however large sxy is."""
     dense = window_offsets(DENSE_RADIUS, "disk")
     rings, distance = [], 3
-    while distance <= max(3, 2 * sxy):
+    while distance <= max(3, 2 * sxy) and (distance < extent or not rings):
         rings.append(distance)
         distance *= 2
     ring = window_offsets(shape="rings", dilations=rings)
     area = torch.cat([torch.ones(len(dense)),
                       RING_AREA * ring.abs().amax(1).double().square().float()])
     return torch.cat([dense, ring]), area
+
+
+def _check_finite_positive(name: str, value, *, allow_zero: bool = False,
+                           integer: bool = False) -> None:
+    _checks.check_positive(name, value, integer=integer, allow_zero=allow_zero)
+    if integer:
+        return
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int beyond float range
+        finite = False
+    if not finite:
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
 
 
 def crf_kernels(image: Tensor, *, smooth_sxy: float, app_sxy: float, app_srgb: float
@@ -50,14 +65,18 @@ def crf_kernels(image: Tensor, *, smooth_sxy: float, app_sxy: float, app_srgb: f
     image = _checks.as_image_batch(image, "image")
     for name, value in (("smooth_sxy", smooth_sxy), ("app_sxy", app_sxy),
                         ("app_srgb", app_srgb)):
-        _checks.check_positive(name, value)
+        _check_finite_positive(name, value)
     batch, _, height, width = image.shape
     radius = max(1, min(math.ceil(1.5 * smooth_sxy), max(height, width)))
     offsets = window_offsets(radius, "disk")
-    spatial = torch.exp(-offsets.double().square().sum(1) / (2 * smooth_sxy**2)).to(image.dtype)
+    check_window_size(batch, offsets.shape[0], height, width,
+                      "lower smooth_sxy (the smoothness kernel spans a disk of radius "
+                      "1.5 smooth_sxy)")
+    spatial = torch.exp(-offsets.double().square().sum(1) / (2 * smooth_sxy * smooth_sxy)).to(
+        image.dtype)
     smooth = WindowGraph(spatial.view(1, -1, 1, 1).expand(batch, -1, height, width).to(
         image.device).contiguous(), offsets, self_weight=1.0)
-    app_offsets, area = _appearance_offsets(app_sxy)
+    app_offsets, area = _appearance_offsets(app_sxy, max(height, width))
     appearance = pixel_graph(image, offsets=app_offsets, sigma_xy=app_sxy,
                              sigma_rgb=app_srgb / 255.0, self_weight=1.0)
     appearance = WindowGraph(appearance.weight * area.to(image).view(1, -1, 1, 1), app_offsets,
@@ -103,7 +122,7 @@ def crf(
             appearance s_xy 80, s_rgb 13, weight 10; the PSA and A²GNN-thesis settings) or
             ``"a2gnn"`` = ``"official"`` (the A²GNN code: 2 / 3 and 50 / 5 / 10).
         num_iter, smooth_sxy, smooth_compat, app_sxy, app_srgb, app_compat: override the preset.
-        clip: probabilities are clipped below at this value before the log.
+        clip: probabilities are clipped below at this value, in (0, 1], before the log.
 
     Returns:
         ``(B, C, H, W)`` marginals Q.
@@ -114,20 +133,29 @@ def crf(
                  "app_sxy": app_sxy, "app_srgb": app_srgb, "app_compat": app_compat}
     for name, value in overrides.items():
         if value is not None:
-            _checks.check_positive(name, value, integer=name == "num_iter",
+            _check_finite_positive(name, value, integer=name == "num_iter",
                                    allow_zero=name in ("num_iter", "smooth_compat", "app_compat"))
             settings[name] = value
     image = _checks.as_image_batch(image, "image")
     _checks.check_tensor4d("probs", probs)
+    if probs.shape[1] == 0:
+        raise ValueError(f"probs must have at least one class channel, got shape "
+                         f"{tuple(probs.shape)}")
     _checks.same_batch("probs", probs, "image", image)
-    _checks.check_positive("clip", clip)
+    if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not 0 < clip <= 1:
+        raise ValueError(f"clip must be a number in (0, 1], got {clip!r}")
     image = image.to(probs.dtype)
     smooth, appearance = crf_kernels(image, smooth_sxy=settings["smooth_sxy"],
                                      app_sxy=settings["app_sxy"], app_srgb=settings["app_srgb"])
+    # a compatibility weight beyond the dtype's range would turn 0 · inf into NaN, and two
+    # infinite logits give inf − inf in the softmax: both are kept at the largest finite value
+    largest = torch.finfo(probs.dtype).max
+    smooth_compat = min(settings["smooth_compat"], largest)
+    app_compat = min(settings["app_compat"], largest)
     unary = probs.clamp_min(clip).log()
     marginals = torch.softmax(unary, 1)
     for _ in range(settings["num_iter"]):
-        message = (settings["smooth_compat"] * smooth._aggregate(marginals)
-                   + settings["app_compat"] * appearance._aggregate(marginals))
-        marginals = torch.softmax(unary + message, 1)
+        message = (smooth_compat * smooth._aggregate(marginals)
+                   + app_compat * appearance._aggregate(marginals))
+        marginals = torch.softmax((unary + message).clamp_max(largest), 1)
     return marginals

@@ -98,9 +98,11 @@ def harmonic(
         all-ones vector is harmonic). All C systems are solved — deriving the last class as 1
         minus the others would hand it every node the solver has not reached yet — and the result
         is clamped at 0 and renormalised. Nodes in a component without any seed get the uniform
-        distribution. The solve runs in the graph's dtype: when its weights span many orders of
-        magnitude (noise images under a sharp colour kernel), float32 cannot resolve the small
-        ones — build the graph in float64.
+        distribution, and so do nodes the solver leaves at 0 in every class (reached only
+        through weights too small for the stopping rule to resolve). The solve runs in the
+        graph's dtype: when its weights span many orders of magnitude (noise images under a
+        sharp colour kernel), float32 cannot resolve the small ones — build the graph in
+        float64.
 
     Args:
         graph: a :class:`WindowGraph`, a PyG ``Data`` or an :class:`EdgeGraph`.
@@ -182,7 +184,11 @@ def _harmonic(graph, seeds, num_classes, tol, max_iter, preconditioner) -> Tenso
         direction = direction.mul_(ratio).add_(preconditioned)
         rz = rz_next
     probs = (fixed + unknown * solution).clamp_min(0)
-    probs = probs / probs.sum(1, keepdim=True).clamp_min(1e-30)
+    # a node reached only through weights near the stopping rule's floor may keep a tiny total
+    # (normalised however small) or 0 in every class (made uniform), never all zeros
+    total = probs.sum(1, keepdim=True)
+    probs = torch.where(total > 0, probs / torch.where(total > 0, total, 1.0),
+                        torch.full_like(probs, 1 / classes))
     lonely = _unseeded(graph, seeds)
     if lonely is not None:
         probs = torch.where(lonely.unsqueeze(1), torch.full_like(probs, 1 / classes), probs)

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from graphseg import _checks
+from graphseg.seeds.boxes import _batch_of
 
 __all__ = ["expand_seeds", "rasterize_points", "rasterize_scribbles", "region_labels"]
 
@@ -32,9 +33,15 @@ def region_labels(regions, name: str = "regions") -> Tensor:
 def global_regions(regions: Tensor) -> tuple[Tensor, int]:
     """Region ids made unique over the batch (image b's shifted by the regions before it),
     and their count."""
-    sizes = regions.reshape(regions.shape[0], -1).amax(dim=1) + 1
+    sizes = regions.flatten(1).amax(dim=1) + 1
     shift = torch.cumsum(sizes, 0) - sizes
     return regions + shift.view(-1, 1, 1), int(sizes.sum())
+
+
+def _between(a: float, b: float, t: float) -> float:
+    """``a + (b - a) t``, kept within [a, b]: rounding must not carry a sample of a segment
+    whose ends lie on the image border off the image."""
+    return min(max(a + (b - a) * t, min(a, b)), max(a, b))
 
 
 def rasterize_points(points, height: int, width: int, *, radius: int = 0,
@@ -58,13 +65,16 @@ def rasterize_points(points, height: int, width: int, *, radius: int = 0,
     _checks.check_positive("height", height, integer=True)
     _checks.check_positive("width", width, integer=True)
     _checks.check_positive("radius", radius, integer=True, allow_zero=True)
-    batch = len(points) if points and not isinstance(points[0], dict) else 1
-    checked = _checks.check_points(points, batch, height, width, num_classes=num_classes)
-    seeds = torch.full((batch, height, width), UNKNOWN, dtype=torch.int64)
-    nearest = torch.full((batch, height, width), math.inf, dtype=torch.float64)
+    checked = _checks.check_points(points, _batch_of(points), height, width,
+                                   num_classes=num_classes)
+    # a disk wider than the image covers the same pixels as one spanning it
+    radius = min(radius, height + width)
+    seeds = torch.full((len(checked), height, width), UNKNOWN, dtype=torch.int64)
+    nearest = torch.full((len(checked), height, width), math.inf, dtype=torch.float64)
     for b, image_points in enumerate(checked):
         for x, y, cls in image_points:
-            cx, cy = math.floor(x + 0.5), math.floor(y + 0.5)
+            # clamped: y = H − 0.5 − ε rounds to H in floating point (0.49999999999999994 + 0.5)
+            cx, cy = min(math.floor(x + 0.5), width - 1), min(math.floor(y + 0.5), height - 1)
             y0, y1 = max(0, cy - radius), min(height, cy + radius + 1)
             x0, x1 = max(0, cx - radius), min(width, cx + radius + 1)
             ys = torch.arange(y0, y1, dtype=torch.float64).view(-1, 1)
@@ -99,8 +109,8 @@ def rasterize_scribbles(scribbles, height: int, width: int, *, radius: int = 1,
     """
     _checks.check_positive("height", height, integer=True)
     _checks.check_positive("width", width, integer=True)
-    batch = len(scribbles) if scribbles and not isinstance(scribbles[0], dict) else 1
-    checked = _checks.check_scribbles(scribbles, batch, height, width, num_classes=num_classes)
+    checked = _checks.check_scribbles(scribbles, _batch_of(scribbles), height, width,
+                                      num_classes=num_classes)
     samples = []
     for image_scribbles in checked:
         image_samples = []
@@ -108,8 +118,8 @@ def rasterize_scribbles(scribbles, height: int, width: int, *, radius: int = 1,
             image_samples.append({"x": line[0][0], "y": line[0][1], "cls": cls})
             for (x0, y0), (x1, y1) in itertools.pairwise(line):
                 steps = max(1, math.ceil(2 * math.hypot(x1 - x0, y1 - y0)))
-                image_samples += [{"x": x0 + (x1 - x0) * k / steps,
-                                   "y": y0 + (y1 - y0) * k / steps, "cls": cls}
+                image_samples += [{"x": _between(x0, x1, k / steps),
+                                   "y": _between(y0, y1, k / steps), "cls": cls}
                                   for k in range(1, steps + 1)]
         samples.append(image_samples)
     return rasterize_points(samples, height, width, radius=radius, num_classes=num_classes)
@@ -134,6 +144,9 @@ def expand_seeds(seeds, regions) -> Tensor:
     regions = region_labels(regions).to(seeds.device)
     _checks.same_size("seeds", seeds, "regions", regions)
     _checks.check_seed_values("seeds", seeds, None)
+    if regions.numel() and int(regions.max()) >= regions.numel():
+        # sparse region ids (e.g. 10**12) would size the per-region tables: renumber them
+        regions = torch.unique(regions, return_inverse=True)[1]
     node, num_nodes = global_regions(regions)
     labelled = seeds != UNKNOWN
     node_l, cls_l = node[labelled], seeds[labelled]
