@@ -249,8 +249,13 @@ def _evaluate(args) -> int:
     boxes = None
     if args.annotations:
         with open(args.annotations) as handle:
-            entries = json.load(handle).get("images", {})
-        boxes = {name: entry["boxes"] for name, entry in entries.items() if "boxes" in entry}
+            document = json.load(handle)
+        entries = document.get("images") if isinstance(document, dict) else None
+        if not isinstance(entries, dict):
+            raise ValueError(f"--annotations {args.annotations} must be a JSON object with an "
+                             '"images" object {NAME: {...}}')
+        boxes = {name: entry["boxes"] for name, entry in entries.items()
+                 if isinstance(entry, dict) and "boxes" in entry}
     scores = evaluate_folder(args.pred, args.masks, num_classes=args.num_classes, boxes=boxes)
     if args.json:
         print(json.dumps(scores))

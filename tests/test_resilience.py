@@ -1038,9 +1038,6 @@ def test_cli_evaluate_with_unreadable_annotations(scene, text):
         _check_exit("evaluate", code, out, err)
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason="graphseg/cli.py _evaluate calls .get/.items on the parsed annotation "
-                          "file without checking that it is an object")
 @pytest.mark.parametrize("document", [[1, 2], 5, None, "images", {"images": ["img0"]}])
 def test_cli_evaluate_with_non_object_annotations(scene, document):
     path = scene / "non-object.json"
