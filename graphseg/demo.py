@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from graphseg._io import atomic_path
+from graphseg.figures import overlay, save_panels
 from graphseg.graph import WindowGraph, pixel_graph
 from graphseg.ops import backend
 from graphseg.propagate import harmonic, random_walk, random_walker_graph
@@ -38,31 +39,6 @@ def astronaut_scribbles() -> tuple[np.ndarray, np.ndarray]:
 
 
 STRIDE = 4
-SCRIBBLE_COLOURS = np.array([[70, 130, 255], [255, 140, 0], [40, 220, 90]], dtype=np.uint8)
-
-
-def _overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.55) -> np.ndarray:
-    colour = SCRIBBLE_COLOURS[np.clip(labels, 0, 2)].astype(np.float32)
-    blended = (1 - alpha) * image.astype(np.float32) + alpha * colour
-    return np.where((labels == 255)[..., None], image, blended).astype(np.uint8)
-
-
-def _propagation_figure(image, seeds, results: dict, path: Path) -> None:
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(5 * (1 + len(results)), 5.4), layout="constrained")
-    axes = figure.subplots(1, 1 + len(results))
-    shown = image.copy()
-    shown[seeds != 255] = SCRIBBLE_COLOURS[seeds[seeds != 255]]
-    axes[0].imshow(shown)
-    axes[0].set_title("scribbles: background, astronaut, helmet")
-    for axis, (title, labels) in zip(axes[1:], results.items(), strict=True):
-        axis.imshow(_overlay(image, labels))
-        axis.set_title(title)
-    for axis in axes:
-        axis.set_axis_off()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=80, format="png")
 
 
 def run_propagation_demo(out: str | Path = "demo-out") -> dict:
@@ -89,10 +65,12 @@ def run_propagation_demo(out: str | Path = "demo-out") -> dict:
     walk_labels = torch.where(walked.sum(1) > 1e-6, walked.argmax(1), 255)[0].numpy()
     harmonic_labels = probs[0].argmax(0).numpy()
     figure_path = Path(out) / "propagation.png"
-    _propagation_figure(image, seeds, {
-        f"harmonic (random walker), {harmonic_seconds:.2f} s": harmonic_labels,
-        f"random walk (stride {STRIDE}, 256 steps), {walk_seconds:.2f} s": walk_labels,
-    }, figure_path)
+    save_panels(figure_path, [
+        ("scribbles: background, astronaut, helmet", overlay(image, seeds, alpha=1.0)),
+        (f"harmonic (random walker), {harmonic_seconds:.2f} s", overlay(image, harmonic_labels)),
+        (f"random walk (stride {STRIDE}, 256 steps), {walk_seconds:.2f} s",
+         overlay(image, walk_labels)),
+    ])
     reached = float((walk_labels != 255).mean())
     print(f"scribbles propagated: harmonic in {harmonic_seconds:.2f} s, random walk (256 steps) "
           f"in {walk_seconds:.1f} s reaching {100 * reached:.0f}% of the pixels")

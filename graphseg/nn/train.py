@@ -3,12 +3,14 @@ checkpoints as plain state dicts."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from graphseg import _checks
@@ -61,7 +63,9 @@ def train_affinity(
     tuning, which is what graphseg can offer without downloadable weights.
 
     Args:
-        model: the :class:`~graphseg.nn.AffinityCNN` (trained in place).
+        model: the :class:`~graphseg.nn.AffinityCNN` (trained in place), or one wrapped in
+            ``DistributedDataParallel``: each rank then passes its own ``batches``, gradients
+            are averaged over the ranks and shards of unequal length are joined.
         batches: an iterable, re-iterated every epoch (a list or a DataLoader), of
             ``(image, seeds)``: ``(B, 3, H, W)`` float images in [0, 1] and ``(B, H, W)`` int64
             seeds at image resolution, 255 = unknown.
@@ -77,43 +81,57 @@ def train_affinity(
     Returns:
         The mean loss of each epoch.
     """
-    if not isinstance(model, AffinityCNN):
-        raise TypeError(f"model must be an AffinityCNN, got {type(model).__name__}")
+    parallel = isinstance(model, DistributedDataParallel)
+    if not isinstance(model.module if parallel else model, AffinityCNN):
+        raise TypeError("model must be an AffinityCNN (or one wrapped in "
+                        f"DistributedDataParallel), got {type(model).__name__}")
     _checks.check_positive("epochs", epochs, integer=True)
     _checks.check_positive("lr", lr)
     _checks.check_positive("weight_decay", weight_decay, allow_zero=True)
     _checks.check_choice("variant", variant, VARIANTS)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    device = next(model.parameters()).device
     history = []
     model.train()
     bar = tqdm(range(epochs), desc="affinity", disable=not progress)
     for _ in bar:
-        total, count = 0.0, 0
-        for i, batch in enumerate(batches):
-            if not isinstance(batch, (list, tuple)) or len(batch) != 2:
-                raise TypeError(f"batches[{i}] must be an (image, seeds) pair, got "
-                                f"{type(batch).__name__}")
-            image = _checks.as_image_batch(batch[0], f"batches[{i}] image", channels=3)
-            seeds = _checks.as_label_batch(batch[1], f"batches[{i}] seeds")
-            _checks.same_size(f"batches[{i}] seeds", seeds, f"batches[{i}] image",
-                              image[:, 0])
-            image, seeds = image.to(device), seeds.to(device)
-            features = model(image).affinity
-            pairs = pair_labels(resample_seeds(seeds, tuple(features.shape[2:])),
-                                radius=radius, shape=shape)
-            loss = affinity_loss(features, pairs, image=image, variant=variant, lam=lam,
-                                 sigma_xy=sigma_xy, sigma_rgb=sigma_rgb)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total, count = total + loss.item(), count + 1
+        # ranks with fewer batches than others join early instead of hanging the all-reduce
+        with model.join() if parallel else contextlib.nullcontext():
+            total, count = _affinity_epoch(model, batches, optimizer, radius=radius, shape=shape,
+                                           variant=variant, lam=lam, sigma_xy=sigma_xy,
+                                           sigma_rgb=sigma_rgb)
         if count == 0:
             raise ValueError("batches is empty: give at least one (image, seeds) pair")
         history.append(total / count)
         bar.set_postfix(loss=f"{history[-1]:.4f}")
     model.eval()
     return history
+
+
+def _affinity_epoch(model: nn.Module, batches: Iterable, optimizer, *, radius: int,
+                    shape: str, variant: str, lam: float, sigma_xy: float,
+                    sigma_rgb: float) -> tuple[float, int]:
+    """One pass of :func:`train_affinity` over ``batches``: the summed loss and the step
+    count."""
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for i, batch in enumerate(batches):
+        if not isinstance(batch, (list, tuple)) or len(batch) != 2:
+            raise TypeError(f"batches[{i}] must be an (image, seeds) pair, got "
+                            f"{type(batch).__name__}")
+        image = _checks.as_image_batch(batch[0], f"batches[{i}] image", channels=3)
+        seeds = _checks.as_label_batch(batch[1], f"batches[{i}] seeds")
+        _checks.same_size(f"batches[{i}] seeds", seeds, f"batches[{i}] image", image[:, 0])
+        image, seeds = image.to(device), seeds.to(device)
+        features = model(image).affinity
+        pairs = pair_labels(resample_seeds(seeds, tuple(features.shape[2:])), radius=radius,
+                            shape=shape)
+        loss = affinity_loss(features, pairs, image=image, variant=variant, lam=lam,
+                             sigma_xy=sigma_xy, sigma_rgb=sigma_rgb)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        total, count = total + loss.item(), count + 1
+    return total, count
 
 
 def _fit_seeds(graph, seeds, pixels: Tensor | None) -> Tensor:

@@ -47,18 +47,27 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from graphseg import _checks
 from graphseg._io import atomic_path
+from graphseg.figures import save_result_figure
 from graphseg.graph.superpixel import superpixel_graph
 from graphseg.graph.window import pixel_graph
 from graphseg.nn.affinity import AffinityCNN
 from graphseg.nn.backbone import ResNetBackbone
 from graphseg.nn.train import fit_a2gnn, resample_seeds, save_checkpoint, train_affinity
+from graphseg.pipelines._runner import (
+    Failure,
+    check_shard,
+    for_each_sample,
+    gather_failures,
+)
 from graphseg.pipelines.ial import IALConfig, ial_em, single_image
 from graphseg.pipelines.regularized import RegularizedConfig, fit_regularized
 from graphseg.propagate import crf, harmonic, label_spreading, random_walk
@@ -320,7 +329,7 @@ def _cams(labels: dict, height: int, width: int, num_classes: int | None) -> Ten
 
 def _from_cams(image: Tensor, labels: dict, method: str, settings: Settings,
                num_classes: int | None, model: AffinityCNN | None,
-               regions=None) -> Tensor:
+               regions=None, details: dict | None = None) -> Tensor:
     """Class ids from image tags and their CAMs: the random walk of the CAMs, alone or fused
     with A²GNN trained on the CAM seeds M'_I."""
     height, width = image.shape[2:]
@@ -331,9 +340,11 @@ def _from_cams(image: Tensor, labels: dict, method: str, settings: Settings,
     walk = random_walk(graph, cams.to(graph.weight.device), preset="a2gnn").cpu()
     walk = walk / walk.sum(1, keepdim=True).clamp_min(1e-12)
     probs = walk
+    seeds = topk_seeds(add_background(cams), fraction=settings.cam_fraction,
+                       background_threshold=settings.cam_background)
+    if details is not None:
+        details["seeds"] = seeds[0]
     if method == "a2gnn":
-        seeds = topk_seeds(add_background(cams), fraction=settings.cam_fraction,
-                           background_threshold=settings.cam_background)
         present, local = _present(seeds)
         if len(present) > 1:
             gnn = _probabilities(image, local, len(present), method, settings, model=model,
@@ -468,8 +479,10 @@ def segment(image, labels: dict, *, weak: str, method: str | None = None,
         method: see :data:`METHODS` (default: :data:`DEFAULT_METHOD`).
         num_classes: when given, label classes must be below it.
         settings: overrides :data:`SETTINGS` ``[weak]``.
-        details: an optional dict that receives what the method reports: ``"ial_reports"``,
-            IAL's per-round :class:`~graphseg.pipelines.ial.RoundReport` list.
+        details: an optional dict that receives what the method reports: ``"seeds"``, the
+            ``(H, W)`` seed map it started from (255 = unknown; for tags, the confident CAM
+            seeds M'_I), and ``"ial_reports"``, IAL's per-round
+            :class:`~graphseg.pipelines.ial.RoundReport` list.
         checkpoint: a trained :class:`~graphseg.nn.AffinityCNN`, or the path of a checkpoint
             of :func:`train_affinity_dataset`; method ``"a2gnn"`` then trains on the learned
             pixel graph of the image resized to ``settings.affinity_size`` (square window of
@@ -485,8 +498,10 @@ def segment(image, labels: dict, *, weak: str, method: str | None = None,
     _check_labels(labels, weak)
     settings = SETTINGS[weak] if settings is None else settings
     if weak == "tags":
-        return _from_cams(image, labels, method, settings, num_classes, model)
+        return _from_cams(image, labels, method, settings, num_classes, model, details=details)
     seeds, regions = _seeds(image, labels, weak, num_classes, settings)
+    if details is not None:
+        details["seeds"] = seeds[0]
     if weak != "boxes":
         return _propagate_seeds(image, seeds, method, settings, model=model, regions=regions,
                                 details=details)
@@ -496,14 +511,6 @@ def segment(image, labels: dict, *, weak: str, method: str | None = None,
     pred = _propagate_seeds(image, seeds, method, settings, model=model,
                             boxes=boxes if method == "a2gnn" else None, details=details)
     return torch.where(box_interior([boxes], *image.shape[2:])[0], pred, 0)
-
-
-@dataclass(frozen=True)
-class Failure:
-    """An image that could not be segmented, and why."""
-
-    name: str
-    reason: str
 
 
 def _sample_labels(sample: dict, weak: str) -> dict:
@@ -520,7 +527,8 @@ def segment_dataset(dataset, out_dir: str | os.PathLike, *, weak: str,
                     method: str | None = None, resume: bool = False, progress: bool = True,
                     settings: Settings | None = None,
                     on_result: Callable[[str, Tensor, float], None] | None = None,
-                    checkpoint=None, shard: tuple[int, int] = (0, 1)) -> list[Failure]:
+                    checkpoint=None, shard: tuple[int, int] = (0, 1),
+                    figures: str | os.PathLike | None = None) -> list[Failure]:
     """Segments every image of a data set and writes ``OUT/NAME.png`` (uint8 class ids).
 
     Each file is written atomically (a temporary file renamed into place), so an interrupted
@@ -539,50 +547,37 @@ def segment_dataset(dataset, out_dir: str | os.PathLike, *, weak: str,
         progress: show a tqdm bar.
         on_result: called as ``on_result(name, labels, seconds)`` after each image.
         shard: ``(index, count)``: process only the images ``index, index + count, ...`` (the
-            split of a non-shuffling, non-padding ``DistributedSampler``).
+            split of a non-shuffling ``DistributedSampler``, without its padding).
+        figures: a folder that receives ``NAME.png``, the image, its seeds and the result side
+            by side (:func:`graphseg.figures.save_result_figure`).
 
     Returns:
         The failures of this shard, in order.
     """
     method = _check_method(weak, method)
-    if (not isinstance(shard, tuple) or len(shard) != 2
-            or not all(isinstance(v, int) and not isinstance(v, bool) for v in shard)
-            or not 0 <= shard[0] < shard[1]):
-        raise ValueError(f"shard must be a tuple (index, count) of ints with 0 <= index < "
-                         f"count, got {shard!r}")
-    shard_index, shard_count = shard
+    check_shard(shard)
     model = _affinity(checkpoint, weak, method)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    failures: list[Failure] = []
-    names = getattr(dataset, "names", None)
     num_classes = getattr(dataset, "num_classes", None)
-    where = f" [shard {shard_index + 1}/{shard_count}]" if shard_count > 1 else ""
-    bar = tqdm(range(shard_index, len(dataset), shard_count),
-               desc=f"segment {weak}/{method}{where}",
-               disable=not progress)
-    for index in bar:
-        name = names[index] if names is not None else str(index)
-        target = out / f"{name}.png"
-        if resume and target.exists():
-            continue
-        try:
-            sample = dataset[index]
-            name = sample.get("name", name)
-            target = out / f"{name}.png"
-            start = time.perf_counter()
-            labels = segment(sample["image"], _sample_labels(sample, weak), weak=weak,
-                             method=method, num_classes=num_classes, settings=settings,
-                             checkpoint=model)
-            seconds = time.perf_counter() - start
-            _write_png(target, labels)
-        except (OSError, ValueError, TypeError, KeyError, RuntimeError) as error:
-            failures.append(Failure(name, f"{type(error).__name__}: {error}"))
-            bar.write(f"{name}: {type(error).__name__}: {error}")
-            continue
+
+    def process(name: str, sample: dict) -> None:
+        start = time.perf_counter()
+        found: dict = {}
+        labels = segment(sample["image"], _sample_labels(sample, weak), weak=weak,
+                         method=method, num_classes=num_classes, settings=settings,
+                         checkpoint=model, details=found)
+        seconds = time.perf_counter() - start
+        _write_png(out / f"{name}.png", labels)
+        if figures is not None:
+            save_result_figure(Path(figures) / f"{name}.png", sample["image"], found["seeds"],
+                               labels, title=f"{name}: {weak}/{method}")
         if on_result is not None:
             on_result(name, labels, seconds)
-    return failures
+
+    return for_each_sample(dataset, process, desc=f"segment {weak}/{method}", shard=shard,
+                           progress=progress,
+                           done=(lambda name: (out / f"{name}.png").exists()) if resume else None)
 
 
 @dataclass(frozen=True)
@@ -597,27 +592,30 @@ class AffinityTraining:
     """Epochs the saved checkpoint has been trained for."""
 
 
-def _seed_batches(dataset, weak: str, size: int, settings: Settings | None, progress: bool):
-    """(image, seeds) pairs at the working resolution, and the images that failed."""
-    batches, failures = [], []
-    names = getattr(dataset, "names", None)
+def _seed_batches(dataset, weak: str, size: int, settings: Settings | None, progress: bool,
+                  shard: tuple[int, int]):
+    """(image, seeds) pairs of a shard at the working resolution, and the images that
+    failed."""
+    batches = []
     num_classes = getattr(dataset, "num_classes", None)
-    bar = tqdm(range(len(dataset)), desc=f"seeds {weak}", disable=not progress)
-    for index in bar:
-        name = names[index] if names is not None else str(index)
-        try:
-            sample = dataset[index]
-            name = sample.get("name", name)
-            image = single_image(sample["image"])
-            seeds = weak_seeds(image, _sample_labels(sample, weak), weak=weak,
-                               num_classes=num_classes, settings=settings)
-        except (OSError, ValueError, TypeError, KeyError, RuntimeError) as error:
-            failures.append(Failure(name, f"{type(error).__name__}: {error}"))
-            bar.write(f"{name}: {type(error).__name__}: {error}")
-            continue
+
+    def process(name: str, sample: dict) -> None:
+        image = single_image(sample["image"])
+        seeds = weak_seeds(image, _sample_labels(sample, weak), weak=weak,
+                           num_classes=num_classes, settings=settings)
         small = _resize_image(image, size)
         batches.append((small, resample_seeds(seeds, tuple(small.shape[2:]))))
+
+    failures = for_each_sample(dataset, process, desc=f"seeds {weak}", shard=shard,
+                               progress=progress)
     return batches, failures
+
+
+def _process_group() -> tuple[int, int]:
+    """(rank, world size) of the default ``torch.distributed`` process group, or (0, 1)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def train_affinity_dataset(dataset, *, weak: str, out: str | os.PathLike, epochs: int = 20,
@@ -636,9 +634,15 @@ def train_affinity_dataset(dataset, *, weak: str, out: str | os.PathLike, epochs
     as an uninterrupted one. An image whose seeds cannot be built (unreadable, invalid labels)
     is reported and left out.
 
+    Inside an initialised ``torch.distributed`` process group (``torchrun``) the run is data
+    parallel: each rank builds the seeds of its shard of the images (a ``DistributedSampler``
+    split), the model is wrapped in ``DistributedDataParallel`` (gradients averaged over the
+    ranks at every step, ``join`` for shards of unequal length), rank 0 writes the checkpoint,
+    and every rank returns the same losses (averaged over all images) and failures.
+
     Args:
         dataset: as :func:`segment_dataset`.
-        weak: ``"boxes"`` or ``"points"``.
+        weak: ``"boxes"``, ``"points"``, ``"scribbles"`` or ``"tags"``.
         out: checkpoint path (loadable with :func:`load_affinity`).
         epochs: total epochs, counting those of a resumed checkpoint.
         lr: Adam learning rate.
@@ -658,24 +662,46 @@ def train_affinity_dataset(dataset, *, weak: str, out: str | os.PathLike, epochs
     _checks.check_positive("lr", lr)
     _checks.check_positive("size", size, integer=True)
     settings = SETTINGS[weak] if settings is None else settings
+    rank, world = _process_group()
     out = Path(out)
     model = load_affinity(out) if resume and out.exists() else affinity_model(seed=seed)
     done = int(getattr(model, EPOCH_KEY))
     if done >= epochs:
         return AffinityTraining(epochs=done)
-    batches, failures = _seed_batches(dataset, weak, size, settings, progress)
-    if not batches:
+    batches, failures = _seed_batches(dataset, weak, size, settings, progress and rank == 0,
+                                      (rank, world))
+    failures = gather_failures(failures, getattr(dataset, "names", None))
+    counts = [len(batches)]
+    if world > 1:
+        every = [torch.zeros(1, dtype=torch.int64) for _ in range(world)]
+        dist.all_gather(every, torch.tensor([len(batches)]))
+        counts = [int(c) for c in every]
+    if not any(counts):
         reason = failures[0].reason if failures else "the data set is empty"
         raise ValueError(f"no image gave seeds to train on ({len(failures)} failed; first: "
                          f"{reason})")
+    if not all(counts):
+        raise ValueError(f"the shards of ranks {[r for r, c in enumerate(counts) if not c]} hold "
+                         f"no image with seeds ({sum(counts)} images for {world} processes): "
+                         "run fewer processes")
+    network = DistributedDataParallel(model) if world > 1 else model
     history: list[float] = []
-    bar = tqdm(range(done, epochs), desc=f"train-affinity {weak}", disable=not progress)
+    bar = tqdm(range(done, epochs), desc=f"train-affinity {weak}",
+               disable=not progress or rank != 0)
     for epoch in bar:
-        history += train_affinity(model, batches, epochs=1, lr=lr,
-                                  radius=settings.affinity_radius, shape="square",
-                                  progress=False)
+        loss = train_affinity(network, batches, epochs=1, lr=lr,
+                              radius=settings.affinity_radius, shape="square",
+                              progress=False)[0]
+        if world > 1:  # the mean over every image of every rank
+            total = torch.tensor([loss * len(batches)], dtype=torch.float64)
+            dist.all_reduce(total)
+            loss = float(total) / sum(counts)
+        history.append(loss)
         getattr(model, EPOCH_KEY).fill_(epoch + 1)
-        with atomic_path(out) as temporary:
-            save_checkpoint(model, temporary)
-        bar.set_postfix(loss=f"{history[-1]:.4f}")
+        if rank == 0:
+            with atomic_path(out) as temporary:
+                save_checkpoint(model, temporary)
+        bar.set_postfix(loss=f"{loss:.4f}")
+    if world > 1:
+        dist.barrier()  # the checkpoint is complete before any rank returns
     return AffinityTraining(history=history, failures=failures, epochs=epochs)

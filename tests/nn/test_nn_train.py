@@ -163,7 +163,8 @@ def test_bad_arguments():
         fit_a2gnn(graph, seeds, reg_graph=pixel_graph(image[:, :, :12], radius=1))
     with pytest.raises(ValueError, match="epochs must be > 0"):
         fit_a2gnn(graph, seeds, epochs=0)
-    with pytest.raises(TypeError, match="model must be an AffinityCNN, got A2GNN"):
+    with pytest.raises(TypeError, match=r"model must be an AffinityCNN \(or one wrapped in "
+                       r"DistributedDataParallel\), got A2GNN"):
         train_affinity(A2GNN(3, 2), [], epochs=1, lr=1e-3)
     with pytest.raises(ValueError, match="batches is empty"):
         train_affinity(small_affinity_cnn(), [], epochs=1, lr=1e-3, progress=False)

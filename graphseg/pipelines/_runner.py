@@ -1,0 +1,92 @@
+"""The loop shared by the data-set commands: shards, resume, one failure per bad image."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tqdm.auto import tqdm
+
+__all__ = ["ITEM_ERRORS", "Failure", "check_shard", "for_each_sample", "gather_failures",
+           "shard_indices"]
+
+ITEM_ERRORS = (OSError, ValueError, TypeError, KeyError, RuntimeError)
+"""What one bad image may raise (unreadable file, invalid labels); anything else stops the
+run."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An image that could not be processed, and why."""
+
+    name: str
+    reason: str
+
+
+def check_shard(shard) -> tuple[int, int]:
+    """``(index, count)`` with ``0 <= index < count``."""
+    if (not isinstance(shard, tuple) or len(shard) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in shard)
+            or not 0 <= shard[0] < shard[1]):
+        raise ValueError(f"shard must be a tuple (index, count) of ints with 0 <= index < "
+                         f"count, got {shard!r}")
+    return shard
+
+
+def shard_indices(length: int, shard: tuple[int, int]) -> list[int]:
+    """The indices of ``shard`` among ``length`` items: those a ``DistributedSampler`` with
+    ``shuffle=False`` gives the rank ``index`` of ``count``, without the padding it repeats to
+    even the ranks out (each image is processed exactly once)."""
+    from torch.utils.data import DistributedSampler
+
+    index, count = check_shard(shard)
+    if length == 0:
+        return []
+    sampler = DistributedSampler(range(length), num_replicas=count, rank=index, shuffle=False)
+    return list(sampler)[:len(range(index, length, count))]
+
+
+def for_each_sample(dataset, process: Callable[[str, dict], None], *, desc: str,
+                    shard: tuple[int, int] = (0, 1), progress: bool = True,
+                    done: Callable[[str], bool] | None = None) -> list[Failure]:
+    """Calls ``process(name, sample)`` on the samples of ``dataset`` in ``shard``.
+
+    A sample whose ``done(name)`` is true is skipped without being read (resume). An image whose
+    reading or processing raises one of :data:`ITEM_ERRORS` is reported on the progress bar's
+    stream on stderr and recorded; the others are still processed.
+
+    Returns:
+        The failures, in order.
+    """
+    shard_index, shard_count = check_shard(shard)
+    names = getattr(dataset, "names", None)
+    where = f" [shard {shard_index + 1}/{shard_count}]" if shard_count > 1 else ""
+    failures: list[Failure] = []
+    bar = tqdm(shard_indices(len(dataset), shard), desc=desc + where, disable=not progress)
+    for index in bar:
+        name = names[index] if names is not None else str(index)
+        if done is not None and done(name):
+            continue
+        try:
+            sample = dataset[index]
+            name = sample.get("name", name)
+            process(name, sample)
+        except ITEM_ERRORS as error:
+            failures.append(Failure(name, f"{type(error).__name__}: {error}"))
+            bar.write(f"{name}: {type(error).__name__}: {error}", file=sys.stderr)
+    return failures
+
+
+def gather_failures(failures: list[Failure], names=None) -> list[Failure]:
+    """The failures of every rank of the default ``torch.distributed`` process group (when one
+    is initialised), on every rank, in the order of ``names``."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return failures
+    every: list = [None] * dist.get_world_size()
+    dist.all_gather_object(every, failures)
+    order = {name: i for i, name in enumerate(names or [])}
+    merged = [failure for part in every for failure in part]
+    return sorted(merged, key=lambda failure: order.get(failure.name, len(order)))
