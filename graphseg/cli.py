@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
                          "a2gnn, ial, pce-potts; tags: a2gnn (default), random-walk")
     segment.add_argument("--out", required=True, help="output folder")
     segment.add_argument("--resume", action="store_true", help="skip images already written")
-    segment.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_output_arguments(segment, figures=True)
     segment.add_argument("--checkpoint", help="affinity CNN from train-affinity: --method a2gnn "
                          "then runs on the learned pixel graph instead of superpixels (and "
                          "the random walk of --weak tags on it)")
@@ -56,9 +56,11 @@ def _parser() -> argparse.ArgumentParser:
         "the tags), resizes them to --size, trains the affinity CNN "
         "and writes its state dict to OUT atomically after every epoch (--resume continues "
         "from it). A failed image is reported and left out. Exit code 0 only when every image "
-        "gave seeds.",
+        "gave seeds. Under torchrun the training is data parallel (DistributedDataParallel on "
+        "a gloo group): each rank builds the seeds of its shard and gradients are averaged.",
         epilog="example: graphseg train-affinity --images data/grabcut/images --annotations "
-        "data/grabcut/annotations.json --weak box --out affinity.pt",
+        "data/grabcut/annotations.json --weak box --out affinity.pt "
+        "(torchrun --nproc_per_node 4 -m graphseg train-affinity ... trains on 4 processes)",
     )
     _add_folder_arguments(train_affinity)
     train_affinity.add_argument("--out", required=True, help="checkpoint file to write")
@@ -71,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
                                 "the one segment --checkpoint uses)")
     train_affinity.add_argument("--resume", action="store_true",
                                 help="continue from the checkpoint at --out")
-    train_affinity.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_output_arguments(train_affinity)
 
     evaluate = commands.add_parser(
         "evaluate",
@@ -88,7 +90,115 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--num-classes", type=int, help="class count (default: inferred)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     _add_graph_parser(commands)
+    _add_propagate_parsers(commands)
+    _add_bench_parser(commands)
     return parser
+
+
+def _add_output_arguments(parser, *, figures: bool = False) -> None:
+    """--quiet and --json (and --figures) of a long command."""
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--json", action="store_true",
+                        help="print the summary as one JSON object")
+    if figures:
+        parser.add_argument("--figures", metavar="DIR",
+                            help="also write DIR/NAME.png: image, seeds and result side by side")
+
+
+def _add_kernel_arguments(parser) -> None:
+    """The colour + position kernel of a pixel graph."""
+    parser.add_argument("--radius", type=int, default=5, help="window radius (default: 5)")
+    parser.add_argument("--sigma-xy", type=float, default=6.0,
+                        help="position bandwidth in pixels (default: 6)")
+    parser.add_argument("--sigma-rgb", type=float, default=0.1,
+                        help="colour bandwidth, colour in [0, 1] (default: 0.1)")
+
+
+def _add_propagate_parsers(commands) -> None:
+    from graphseg.pipelines.propagation import PROBABILITY_FORMATS, PROPAGATE_METHODS
+
+    common = ("Reads IMAGES/NAME.png|jpg with SEEDS/NAME.png (uint8 class ids, 255 = unknown) "
+              "or CAMS/NAME.npy (float (C, h, w), channel c-1 = class c; background from the "
+              "preset) and propagates them over the colour + position pixel graph: "
+              "random-walk (AffinityNet's walk; from CAMs the preset's, from seeds beta 1 and "
+              "256 steps at stride 4), harmonic (Grady's random walker; CAMs give their "
+              "confident seeds), label-spreading, par, crf (windowed dense CRF) or ial (IAL's "
+              "E-step). A failed image is reported on its own line and the others are still "
+              "processed; every file is written atomically. Under torchrun each rank takes its "
+              "shard of the images (the files are those of a single run). Exit code 0 only "
+              "when every image succeeded.")
+    propagate = commands.add_parser(
+        "propagate",
+        help="propagate seed maps or CAMs over pixel graphs (probabilities and labels)",
+        description="Writes OUT/NAME.npy (float32 (K, H, W) probabilities; --format pt for "
+        "torch files) and OUT/NAME.png (uint8 argmax) per image. " + common,
+        epilog="example: graphseg propagate --images photos --seeds scribbles --method "
+        "harmonic --out propagated --figures figures",
+    )
+    labels = commands.add_parser(
+        "pseudo-labels",
+        help="pseudo-label a whole data set from seeds or CAMs (resumable, torchrun)",
+        description="Writes OUT/NAME.png (uint8 class ids) per image, and with --probabilities "
+        "also the probabilities; --resume skips images already written. " + common,
+        epilog="example: graphseg pseudo-labels --images voc/JPEGImages --cams cams "
+        "--method random-walk --preset psa --out pseudo --resume "
+        "(torchrun --nproc_per_node 4 -m graphseg pseudo-labels ... runs 4 processes)",
+    )
+    for parser in (propagate, labels):
+        parser.add_argument("--images", required=True, help="folder of RGB images")
+        source = parser.add_mutually_exclusive_group(required=True)
+        source.add_argument("--seeds", help="folder of seed maps NAME.png")
+        source.add_argument("--cams", help="folder of class activation maps NAME.npy")
+        parser.add_argument("--boundaries", help="folder of IRN boundary maps NAME.npy, float "
+                            "(h, w) in [0, 1] (needed by --preset irn)")
+        parser.add_argument("--method", required=True, choices=PROPAGATE_METHODS)
+        parser.add_argument("--preset", choices=("psa", "irn", "a2gnn"),
+                            help="with --cams: the random walk, the CRF parameters (psa, a2gnn) "
+                            "and the background score of that paper (default: psa)")
+        parser.add_argument("--num-classes", type=int,
+                            help="class count of the seed maps (default: largest seed + 1)")
+        _add_kernel_arguments(parser)
+        parser.add_argument("--stride", type=int,
+                            help="grid of the random walk (default: the preset's, else 4)")
+        parser.add_argument("--out", required=True, help="output folder")
+        parser.add_argument("--resume", action="store_true", help="skip images already written")
+        _add_output_arguments(parser, figures=True)
+    propagate.add_argument("--format", choices=PROBABILITY_FORMATS, default="npy",
+                           help="probability files: npy (default) or pt")
+    labels.add_argument("--probabilities", choices=PROBABILITY_FORMATS,
+                        help="also write the probabilities in this format")
+
+
+BENCHMARKS = {
+    # script name: its arguments in the short preset
+    "graph": ["--repeats", "3"],
+    "ops": ["--quick"],
+    "propagation": ["--repeats", "1", "--limit", "2"],
+    "superpixel": ["--limit", "3", "--repeats", "3", "--rag-repeats", "1"],
+    "a2gnn": ["--repeats", "1", "--sizes", "64"],
+    "losses": ["--repeats", "3"],
+}
+"""The benchmark scripts ``graphseg bench`` runs (benchmarks/bench_NAME.py)."""
+
+
+def _add_bench_parser(commands) -> None:
+    bench = commands.add_parser(
+        "bench",
+        help="run the speed benchmarks (short preset) and collect their JSON lines",
+        description="Runs benchmarks/bench_NAME.py of a source checkout, each in its own "
+        "process with a short preset (--full: the scripts' own settings), prints their "
+        "tables and writes every JSON line (peers measured in the same run, medians and "
+        "ratios) to --out. A failing script is reported and the others still run. Exit code 0 "
+        "only when every script succeeded.",
+        epilog="example: graphseg bench --only graph --only propagation --out bench.jsonl",
+    )
+    bench.add_argument("--only", action="append", choices=sorted(BENCHMARKS),
+                       help="run this benchmark (repeatable; default: all)")
+    bench.add_argument("--full", action="store_true", help="the scripts' default settings")
+    bench.add_argument("--data", help="folder holding grabcut/ and voc14/ for the benchmarks "
+                       "that read real images")
+    bench.add_argument("--out", help="file for the JSON lines of every benchmark")
+    _add_output_arguments(bench)
 
 
 def _add_folder_arguments(parser) -> None:
@@ -117,50 +227,77 @@ def _add_graph_parser(commands) -> None:
     )
     graph.add_argument("images", nargs="+", help="image files")
     graph.add_argument("--out", required=True, help="output folder")
-    graph.add_argument("--radius", type=int, default=5, help="window radius (default: 5)")
+    _add_kernel_arguments(graph)
     graph.add_argument("--shape", default="disk", help="offset family: disk, psa, square, rings")
     graph.add_argument("--kernel", default="gaussian", help="gaussian, l1 or cosine")
-    graph.add_argument("--sigma-xy", type=float, default=6.0, help="position bandwidth (px)")
-    graph.add_argument("--sigma-rgb", type=float, default=0.1,
-                       help="colour bandwidth, colour in [0, 1]")
     graph.add_argument("--superpixels", type=int, metavar="N",
                        help="build the graph of about N SLIC superpixels instead")
+    graph.add_argument("--checkpoint", help="affinity CNN from train-affinity: the learned "
+                       "graph (thesis Eq. 3.14) at its feature resolution, on --radius and "
+                       "--shape, instead of the kernel")
     graph.add_argument("--format", default="pyg", choices=("pyg", "window", "npz"))
-    graph.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_output_arguments(graph)
+
+
+def _summary(args, text: str, record: dict, failures) -> int:
+    """Prints the summary of a command (text, or one JSON object with --json) and returns the
+    exit code: 0 when nothing failed, else 1."""
+    import json
+
+    failed = [{"name": f.name, "reason": f.reason} for f in failures]
+    if args.json:
+        print(json.dumps({"command": args.command, **record, "failed": failed}))
+    else:
+        print(text + (f"; {len(failed)} failed" if failed else ""))
+    return 1 if failed else 0
 
 
 def _graph(args) -> int:
     from pathlib import Path
 
-    from tqdm.auto import tqdm
-
     from graphseg.data import read_image
     from graphseg.graph import pixel_graph, save_graph, superpixel_graph
+    from graphseg.pipelines import load_affinity
+    from graphseg.pipelines._runner import for_each_sample
 
     if args.format == "window" and args.superpixels:
         raise ValueError("--format window holds pixel graphs only; drop --superpixels or use "
                          "--format pyg or npz")
+    if args.checkpoint and args.superpixels:
+        raise ValueError("--checkpoint builds learned pixel graphs; drop --superpixels")
+    model = load_affinity(args.checkpoint) if args.checkpoint else None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     suffix = ".npz" if args.format == "npz" else ".pt"
-    failed = 0
-    bar = tqdm(args.images, desc="graph", disable=args.quiet)
-    for name in bar:
-        try:
-            image = read_image(name)
-            if args.superpixels:
-                graph = superpixel_graph(image, n_segments=args.superpixels)
-            else:
-                graph = pixel_graph(image, radius=args.radius, shape=args.shape,
-                                    kernel=args.kernel, sigma_xy=args.sigma_xy,
-                                    sigma_rgb=args.sigma_rgb)
-            save_graph(graph, out / (Path(name).stem + suffix), format=args.format)
-        except (OSError, ValueError, TypeError, RuntimeError) as exc:
-            failed += 1
-            bar.write(f"{name}: {type(exc).__name__}: {exc}", file=sys.stderr)
-    print(f"wrote {len(args.images) - failed} of {len(args.images)} graphs into {out}"
-          + (f"; {failed} failed" if failed else ""))
-    return 1 if failed else 0
+
+    class Files:
+        names = [Path(name).stem for name in args.images]
+
+        def __len__(self):
+            return len(args.images)
+
+        def __getitem__(self, index):
+            return {"name": self.names[index], "image": read_image(args.images[index])}
+
+    def convert(name: str, sample: dict) -> None:
+        image = sample["image"]
+        if args.superpixels:
+            graph = superpixel_graph(image, n_segments=args.superpixels)
+        elif model is not None:
+            import torch
+
+            with torch.no_grad():
+                graph = model.to_graph(image[None], radius=args.radius, shape=args.shape)
+        else:
+            graph = pixel_graph(image, radius=args.radius, shape=args.shape,
+                                kernel=args.kernel, sigma_xy=args.sigma_xy,
+                                sigma_rgb=args.sigma_rgb)
+        save_graph(graph, out / (name + suffix), format=args.format)
+
+    failures = for_each_sample(Files(), convert, desc="graph", progress=not args.quiet)
+    done = len(args.images) - len(failures)
+    return _summary(args, f"wrote {done} of {len(args.images)} graphs into {out}",
+                    {"items": len(args.images), "succeeded": done, "out": str(out)}, failures)
 
 
 _WEAK = {"box": "boxes", "boxes": "boxes", "points": "points", "scribbles": "scribbles",
@@ -185,13 +322,24 @@ def _segment(args) -> int:
     with _ranks() as (rank, world):
         failures = segment_dataset(dataset, args.out, weak=weak, method=args.method,
                                    resume=args.resume, progress=not args.quiet,
-                                   checkpoint=args.checkpoint, shard=(rank, world))
-        failed = _total(len(failures), world)
+                                   checkpoint=args.checkpoint, shard=(rank, world),
+                                   figures=args.figures)
+        return _dataset_summary(args, "segmented", dataset, failures, rank, world)
+
+
+def _dataset_summary(args, verb: str, dataset, failures, rank: int, world: int) -> int:
+    """The summary of a data-set command, printed by rank 0 with the failures of every rank;
+    every rank returns the same exit code."""
+    from graphseg.pipelines._runner import gather_failures
+
+    failures = gather_failures(failures, dataset.names)
+    done = len(dataset) - len(failures)
+    text = (f"{verb} {done} of {len(dataset)} images into {args.out}"
+            + (f" with {world} processes" if world > 1 else ""))
+    record = {"items": len(dataset), "succeeded": done, "out": args.out, "processes": world}
     if rank == 0:
-        print(f"segmented {len(dataset) - failed} of {len(dataset)} images into {args.out}"
-              + (f" with {world} processes" if world > 1 else "")
-              + (f"; {failed} failed" if failed else ""))
-    return 1 if failed else 0
+        return _summary(args, text, record, failures)
+    return 1 if failures else 0
 
 
 @contextlib.contextmanager
@@ -211,18 +359,6 @@ def _ranks():
         dist.destroy_process_group()
 
 
-def _total(count: int, world: int) -> int:
-    """The sum of ``count`` over the ranks (every rank gets it)."""
-    if world == 1:
-        return count
-    import torch
-    import torch.distributed as dist
-
-    total = torch.tensor([count])
-    dist.all_reduce(total)
-    return int(total)
-
-
 def _train_affinity(args) -> int:
     import dataclasses
 
@@ -231,14 +367,94 @@ def _train_affinity(args) -> int:
     weak = _WEAK[args.weak]
     dataset = _folder(args, weak)
     settings = dataclasses.replace(SETTINGS[weak], affinity_size=args.size)
-    run = train_affinity_dataset(dataset, weak=weak, out=args.out, epochs=args.epochs,
-                                 lr=args.lr, size=args.size, settings=settings,
-                                 progress=not args.quiet, resume=args.resume)
+    with _ranks() as (rank, world):
+        run = train_affinity_dataset(dataset, weak=weak, out=args.out, epochs=args.epochs,
+                                     lr=args.lr, size=args.size, settings=settings,
+                                     progress=not args.quiet, resume=args.resume)
+    if rank != 0:
+        return 1 if run.failures else 0
     loss = f", last loss {run.history[-1]:.4f}" if run.history else ""
-    print(f"trained on {len(dataset) - len(run.failures)} of {len(dataset)} images: "
-          f"{run.epochs} epochs{loss}, saved to {args.out}"
-          + (f"; {len(run.failures)} failed" if run.failures else ""))
-    return 1 if run.failures else 0
+    done = len(dataset) - len(run.failures)
+    text = (f"trained on {done} of {len(dataset)} images"
+            + (f" with {world} processes" if world > 1 else "")
+            + f": {run.epochs} epochs{loss}, saved to {args.out}")
+    record = {"items": len(dataset), "succeeded": done, "out": args.out, "processes": world,
+              "epochs": run.epochs, "losses": run.history}
+    return _summary(args, text, record, run.failures)
+
+
+def _propagate(args) -> int:
+    from graphseg.data import PropagationFolder
+    from graphseg.pipelines import propagate_dataset
+
+    if args.preset is not None and args.seeds is not None:
+        raise ValueError("--preset applies to --cams; seed maps take no preset")
+    if args.preset == "irn" and args.boundaries is None:
+        raise ValueError("--preset irn needs --boundaries DIR (IRN boundary maps NAME.npy)")
+    dataset = PropagationFolder(args.images, seeds=args.seeds, cams=args.cams,
+                                boundaries=args.boundaries)
+    probabilities = args.format if args.command == "propagate" else args.probabilities
+    with _ranks() as (rank, world):
+        failures = propagate_dataset(
+            dataset, args.out, method=args.method, probabilities=probabilities,
+            resume=args.resume, progress=not args.quiet, shard=(rank, world),
+            figures=args.figures, preset=args.preset, num_classes=args.num_classes,
+            radius=args.radius, sigma_xy=args.sigma_xy, sigma_rgb=args.sigma_rgb,
+            stride=args.stride)
+        return _dataset_summary(args, "propagated", dataset, failures, rank, world)
+
+
+def _bench(args) -> int:
+    import json
+    import subprocess
+    import time
+    from pathlib import Path
+
+    from graphseg._io import atomic_path
+    from graphseg.pipelines._runner import Failure
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    if not folder.is_dir():
+        raise OSError(f"graphseg bench runs the scripts of benchmarks/ in a source checkout of "
+                      f"graphseg; there is none at {folder}")
+    records, failures, names = [], [], args.only or sorted(BENCHMARKS)
+    for name in names:
+        command = [sys.executable, str(folder / f"bench_{name}.py")]
+        command += [] if args.full else BENCHMARKS[name]
+        if args.data and name in ("propagation", "superpixel"):
+            command += ["--data", args.data]
+        if not args.quiet:
+            print(f"bench {name}: {' '.join(command[1:])}", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        result = subprocess.run(command, capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        lines = []
+        for line in result.stdout.splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                lines.append(line)
+                continue
+            records.append({"benchmark": name, **record} if isinstance(record, dict)
+                           else {"benchmark": name, "value": record})
+        if not args.json and lines:
+            print("\n".join(lines))
+        if result.returncode != 0:
+            reason = (result.stderr.strip().splitlines() or ["no message"])[-1]
+            failures.append(Failure(name, f"exit code {result.returncode}: {reason}"))
+            print(f"bench {name}: failed ({reason})", file=sys.stderr)
+        elif not args.quiet:
+            print(f"bench {name}: done in {seconds:.0f} s", file=sys.stderr)
+    if args.out:
+        with atomic_path(args.out) as temporary:
+            temporary.write_text("".join(json.dumps(r) + "\n" for r in records))
+    done = len(names) - len(failures)
+    text = (f"ran {done} of {len(names)} benchmarks, {len(records)} results"
+            + (f" in {args.out}" if args.out else ""))
+    record = {"items": len(names), "succeeded": done, "out": args.out, "results": len(records)}
+    if args.out is None:
+        record["records"] = records
+    return _summary(args, text, record, failures)
 
 
 def _evaluate(args) -> int:
@@ -273,36 +489,26 @@ def _evaluate(args) -> int:
     return 1 if scores["missing"] else 0
 
 
+def _demo(args) -> int:
+    from graphseg.demo import run_demo, run_propagation_demo
+
+    run_demo(args.out, radius=args.radius)
+    run_propagation_demo(args.out)
+    return 0
+
+
+_COMMANDS = {"demo": _demo, "segment": _segment, "evaluate": _evaluate,
+             "train-affinity": _train_affinity, "graph": _graph, "propagate": _propagate,
+             "pseudo-labels": _propagate, "bench": _bench}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "graph":
-        try:
-            return _graph(args)
-        except (ValueError, OSError) as exc:
-            print(f"graphseg graph: error: {exc}", file=sys.stderr)
-            return 2
-    if args.command in ("segment", "evaluate"):
-        try:
-            return _segment(args) if args.command == "segment" else _evaluate(args)
-        except (ValueError, TypeError, OSError, KeyError) as exc:
-            print(f"graphseg {args.command}: error: {exc}", file=sys.stderr)
-            return 2
-    if args.command == "train-affinity":
-        try:
-            return _train_affinity(args)
-        except (ValueError, TypeError, OSError, KeyError) as exc:
-            print(f"graphseg train-affinity: error: {exc}", file=sys.stderr)
-            return 2
-    if args.command == "demo":
-        from graphseg.demo import run_demo, run_propagation_demo
-
-        try:
-            run_demo(args.out, radius=args.radius)
-            run_propagation_demo(args.out)
-        except (ValueError, TypeError, OSError) as exc:
-            print(f"graphseg demo: error: {exc}", file=sys.stderr)
-            return 2
-    return 0
+    try:
+        return _COMMANDS[args.command](args)
+    except (ValueError, TypeError, OSError, KeyError) as exc:
+        print(f"graphseg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

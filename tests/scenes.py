@@ -59,3 +59,23 @@ def write_scene_set(root, count=3):
         entries[name] = {"classes": labels.pop("tags"), **labels}
     (root / "annotations.json").write_text(json.dumps({"num_classes": 2, "images": entries}))
     return root
+
+
+def write_seed_maps(root):
+    """ROOT/seeds/NAME.png (the scribbles drawn as uint8 class ids, 255 = unknown) and
+    ROOT/boundaries/NAME.npy (the truth's edges as an IRN boundary map) of a written set."""
+    from graphseg.seeds import rasterize_scribbles
+
+    (root / "seeds").mkdir()
+    (root / "boundaries").mkdir()
+    entries = json.loads((root / "annotations.json").read_text())["images"]
+    for i, name in enumerate(entries):
+        _, truth, labels = make_scene(i)
+        seeds = rasterize_scribbles([labels["scribbles"]], H, W, radius=1)[0]
+        Image.fromarray(seeds.numpy().astype(np.uint8), mode="L").save(root / "seeds" /
+                                                                       f"{name}.png")
+        edges = np.zeros((H, W), np.float32)
+        edges[:, 1:] = np.maximum(edges[:, 1:], truth[:, 1:] != truth[:, :-1])
+        edges[1:, :] = np.maximum(edges[1:, :], truth[1:, :] != truth[:-1, :])
+        np.save(root / "boundaries" / f"{name}.npy", edges)
+    return root

@@ -271,3 +271,179 @@ def test_help_of_train_affinity_and_checkpoint(capsys):
             main([command, "--help"])
         assert exit_info.value.code == 0
         assert expected in capsys.readouterr().out
+
+
+def test_segment_figures_and_json_summary(tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    root = write_scene_set(tmp_path / "set")
+    (root / "images" / "img1.png").write_bytes(b"not an image")
+    figures = tmp_path / "figures"
+    assert main(_segment_args(root, tmp_path / "pred", "--weak", "points", "--json",
+                              "--figures", str(figures))) == 1
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["command"] == "segment" and summary["items"] == 3
+    assert summary["succeeded"] == 2 and summary["processes"] == 1
+    assert [f["name"] for f in summary["failed"]] == ["img1"]
+    assert "img1.png" in summary["failed"][0]["reason"]
+    assert sorted(os.listdir(figures)) == ["img0.png", "img2.png"]
+    with Image.open(figures / "img0.png") as figure:
+        assert figure.width > 2 * figure.height
+
+
+# --- propagate / pseudo-labels ----------------------------------------------------------------
+
+def _propagate_args(command, root, out, *extra):
+    return [command, "--images", str(root / "images"), "--out", str(out), "--quiet", *extra]
+
+
+def test_propagate_seeds_and_cams(tmp_path, capsys):
+    import json
+
+    import numpy as np
+    from PIL import Image
+    from scenes import write_seed_maps
+
+    root = write_seed_maps(write_scene_set(tmp_path / "set"))
+    out = tmp_path / "harmonic"
+    assert main(_propagate_args("propagate", root, out, "--seeds", str(root / "seeds"),
+                                "--method", "harmonic")) == 0
+    assert "propagated 3 of 3 images" in capsys.readouterr().out
+    assert sorted(os.listdir(out)) == sorted(f"img{i}{s}" for i in range(3)
+                                             for s in (".npy", ".png"))
+    for i in range(3):
+        with Image.open(out / f"img{i}.png") as pred, \
+                Image.open(root / "masks" / f"img{i}.png") as mask:
+            assert (np.asarray(pred) == np.asarray(mask)).mean() > 0.95
+        assert np.load(out / f"img{i}.npy").shape == (2, 40, 48)
+    walk = tmp_path / "walk"
+    assert main(_propagate_args("propagate", root, walk, "--cams", str(root / "cams"),
+                                "--method", "random-walk", "--preset", "irn", "--boundaries",
+                                str(root / "boundaries"), "--stride", "1", "--format", "pt",
+                                "--json")) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary == {"command": "propagate", "items": 3, "succeeded": 3, "out": str(walk),
+                       "processes": 1, "failed": []}
+    assert sorted(p.suffix for p in walk.iterdir()) == [".png"] * 3 + [".pt"] * 3
+
+
+def test_propagate_reports_missing_inputs_and_usage_errors(tmp_path, capsys):
+    from scenes import write_seed_maps
+
+    root = write_seed_maps(write_scene_set(tmp_path / "set"))
+    (root / "seeds" / "img2.png").unlink()
+    out = tmp_path / "out"
+    assert main(_propagate_args("pseudo-labels", root, out, "--seeds", str(root / "seeds"),
+                                "--method", "label-spreading")) == 1
+    captured = capsys.readouterr()
+    assert "img2" in captured.out + captured.err
+    assert "propagated 2 of 3 images" in captured.out and "1 failed" in captured.out
+    assert sorted(os.listdir(out)) == ["img0.png", "img1.png"]  # labels only
+    for extra, message in (
+            (["--seeds", str(root / "seeds"), "--preset", "psa"], "no preset"),
+            (["--cams", str(root / "cams"), "--preset", "irn"], "--boundaries"),
+            (["--cams", str(root / "nowhere")], "cams folder")):
+        assert main(_propagate_args("propagate", root, tmp_path / "x", "--method",
+                                    "random-walk", *extra)) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() or not os.listdir(tmp_path / "x")
+    with pytest.raises(SystemExit):  # --seeds and --cams exclude each other
+        main(_propagate_args("propagate", root, out, "--method", "crf", "--seeds", "a",
+                             "--cams", "b"))
+
+
+def _torchrun(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "graphseg", *args],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_pseudo_labels_under_torchrun_equals_one_process(tmp_path):
+    from scenes import write_seed_maps
+
+    root = write_seed_maps(write_scene_set(tmp_path / "set"))
+    (root / "images" / "img1.png").write_bytes(b"not an image")
+    single, ranked = tmp_path / "single", tmp_path / "ranked"
+    args = ("--cams", str(root / "cams"), "--method", "random-walk", "--preset", "a2gnn",
+            "--probabilities", "npy")
+    assert main(_propagate_args("pseudo-labels", root, single, *args)) == 1
+    result = _torchrun(*_propagate_args("pseudo-labels", root, ranked, *args))
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "propagated 2 of 3 images" in result.stdout and "with 2 processes" in result.stdout
+    assert "img1" in result.stdout + result.stderr
+    assert sorted(os.listdir(ranked)) == sorted(os.listdir(single)) == [
+        "img0.npy", "img0.png", "img2.npy", "img2.png"]
+    for name in os.listdir(single):
+        assert (ranked / name).read_bytes() == (single / name).read_bytes()
+
+
+def test_train_affinity_under_torchrun(tmp_path):
+    import torch
+
+    from graphseg.pipelines import load_affinity
+
+    root = write_scene_set(tmp_path / "set")
+    checkpoint = tmp_path / "affinity.pt"
+    result = _torchrun(*_train_args(root, checkpoint, "--weak", "box"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "trained on 3 of 3 images with 2 processes: 2 epochs" in result.stdout
+    assert result.stdout.count("trained on") == 1  # rank 0 reports
+    model = load_affinity(checkpoint)
+    assert int(model.epochs_trained) == 2
+    assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+# --- graph / bench ----------------------------------------------------------------------------
+
+def test_graph_from_a_checkpoint_with_json(tmp_path, capsys):
+    import json
+
+    import torch
+
+    from graphseg.graph import load_graph
+    from graphseg.nn.train import save_checkpoint
+    from graphseg.pipelines import affinity_model
+
+    root = write_scene_set(tmp_path / "set", count=2)
+    checkpoint = tmp_path / "affinity.pt"
+    save_checkpoint(affinity_model(), checkpoint)
+    out = tmp_path / "graphs"
+    images = [str(root / "images" / "img0.png"), str(root / "images" / "img1.png"),
+              str(tmp_path / "missing.png")]
+    assert main(["graph", *images, "--out", str(out), "--checkpoint", str(checkpoint),
+                 "--radius", "2", "--shape", "square", "--format", "window", "--json",
+                 "--quiet"]) == 1
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["succeeded"] == 2 and [f["name"] for f in summary["failed"]] == ["missing"]
+    graph = load_graph(out / "img0.pt")
+    model = affinity_model()
+    with torch.no_grad():
+        expected = model.to_graph(torch.zeros(1, 3, 40, 48), radius=2, shape="square")
+    assert graph.weight.shape == expected.weight.shape and graph.weight.shape[1] == 24
+    assert main(["graph", images[0], "--out", str(out), "--checkpoint", str(checkpoint),
+                 "--superpixels", "10"]) == 2
+    assert "--superpixels" in capsys.readouterr().err
+
+
+def test_bench_runs_a_benchmark_and_collects_json(tmp_path, capsys):
+    import json
+
+    out = tmp_path / "bench.jsonl"
+    assert main(["bench", "--only", "losses", "--out", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "ran 1 of 1 benchmarks" in text and str(out) in text
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert records and all(r["benchmark"] == "losses" for r in records)
+    assert any("seconds" in key for r in records for key in r)
+
+
+@pytest.mark.parametrize("command", ["propagate", "pseudo-labels", "bench", "graph"])
+def test_help_of_the_new_commands(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    help_text = capsys.readouterr().out
+    assert f"example: graphseg {command}" in help_text and "--json" in help_text

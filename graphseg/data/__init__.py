@@ -1,9 +1,11 @@
-"""Segmentation data sets with weak labels (tags, boxes, points) as torch Datasets."""
+"""Segmentation data sets with weak labels (tags, boxes, points, scribbles), and image folders
+with seed maps or CAMs, as torch Datasets."""
 
 from graphseg.data.datasets import (
     IMAGE_SUFFIXES,
     VOC_CLASSES,
     WEAK_KINDS,
+    PropagationFolder,
     SegmentationFolder,
     VOCSegmentation,
     collate_samples,
@@ -16,6 +18,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "VOC_CLASSES",
     "WEAK_KINDS",
+    "PropagationFolder",
     "SegmentationFolder",
     "VOCSegmentation",
     "collate_samples",

@@ -25,6 +25,7 @@ from graphseg import _checks
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "PropagationFolder",
     "VOC_CLASSES",
     "WEAK_KINDS",
     "SegmentationFolder",
@@ -80,17 +81,22 @@ def read_label_map(path: str | os.PathLike, size: tuple[int, int] | None = None)
     return torch.from_numpy(array.astype(np.int64))
 
 
-def read_cams(path: str | os.PathLike) -> Tensor:
-    """A ``.npy`` file of class activation maps as a ``(C, h, w)`` float32 tensor (no pickled
-    objects are loaded)."""
+def _read_npy(path: str | os.PathLike, what: str, shape: str) -> Tensor:
+    """A float ``.npy`` array with ``len(shape)`` dimensions as float32 (no pickles loaded)."""
     try:
         array = np.load(path, allow_pickle=False)
     except ValueError as error:
-        raise ValueError(f"cams {path} is not a plain .npy array: {error}") from error
-    if array.ndim != 3 or not np.issubdtype(array.dtype, np.floating):
-        raise ValueError(f"cams {path} must be a float (C, h, w) array, got dtype {array.dtype} "
+        raise ValueError(f"{what} {path} is not a plain .npy array: {error}") from error
+    if array.ndim != shape.count(",") + 1 or not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"{what} {path} must be a float {shape} array, got dtype {array.dtype} "
                          f"and shape {array.shape}")
     return torch.from_numpy(array.astype(np.float32))
+
+
+def read_cams(path: str | os.PathLike) -> Tensor:
+    """A ``.npy`` file of class activation maps as a ``(C, h, w)`` float32 tensor (no pickled
+    objects are loaded)."""
+    return _read_npy(path, "cams", "(C, h, w)")
 
 
 class _WeakLabelDataset(Dataset, ABC):
@@ -347,6 +353,67 @@ class VOCSegmentation(_WeakLabelDataset):
         if "boxes" in self.weak:
             labels["boxes"] = [{"cls": cls, "box": box} for cls, box in objects]
         return self._checked(name, labels, height, width)
+
+
+class PropagationFolder(Dataset):
+    """The images of a folder, each with its seed map, its CAMs or its boundary map from
+    folders beside it (what ``graphseg propagate`` reads)::
+
+        IMAGES/NAME.png|jpg       RGB image
+        SEEDS/NAME.png            uint8 class ids, 255 = unknown          -> sample["seeds"]
+        CAMS/NAME.npy             float (C, h, w), channel c-1 = class c  -> sample["cams"]
+        BOUNDARIES/NAME.npy       float (h, w) in [0, 1] (IRN)            -> sample["boundary"]
+
+    A sample holds ``name``, ``image`` ``(3, H, W)`` float32 in [0, 1] and the entries of the
+    folders given; an image whose file is missing or invalid fails when it is read.
+
+    Args:
+        images: the image folder.
+        seeds, cams, boundaries: the folders of the per-image inputs (None: not read).
+        names: restrict to these images, in this order (default: every image, sorted).
+    """
+
+    def __init__(self, images: str | os.PathLike, *, seeds: str | os.PathLike | None = None,
+                 cams: str | os.PathLike | None = None,
+                 boundaries: str | os.PathLike | None = None,
+                 names: Sequence[str] | None = None) -> None:
+        image_dir = Path(images)
+        if not image_dir.is_dir():
+            raise FileNotFoundError(f"images folder {image_dir} does not exist")
+        self._folders = {}
+        for key, folder in (("seeds", seeds), ("cams", cams), ("boundary", boundaries)):
+            if folder is not None:
+                if not Path(folder).is_dir():
+                    raise FileNotFoundError(f"{key} folder {folder} does not exist")
+                self._folders[key] = Path(folder)
+        self._files = {path.stem: path for path in image_dir.iterdir()
+                       if path.suffix.lower() in IMAGE_SUFFIXES}
+        self.names = sorted(self._files) if names is None else list(names)
+        unknown = [n for n in self.names if n not in self._files]
+        if unknown:
+            raise ValueError(f"names must be images of {image_dir}, got unknown {unknown[:5]}")
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, index: int) -> dict:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} images")
+        name = self.names[index]
+        image = read_image(self._files[name])
+        sample = {"name": name, "image": image}
+        if "seeds" in self._folders:
+            sample["seeds"] = read_label_map(self._folders["seeds"] / f"{name}.png",
+                                             tuple(image.shape[1:]))
+        if "cams" in self._folders:
+            sample["cams"] = read_cams(self._folders["cams"] / f"{name}.npy")
+        if "boundary" in self._folders:
+            sample["boundary"] = _read_npy(self._folders["boundary"] / f"{name}.npy",
+                                           "boundary", "(h, w)")
+        return sample
+
+    def __repr__(self) -> str:
+        return f"PropagationFolder(images={len(self)}, inputs={sorted(self._folders)})"
 
 
 def collate_samples(samples: Sequence[dict]) -> dict:

@@ -1,0 +1,308 @@
+"""Seed maps or class activation maps propagated over pixel graphs: one image
+(:func:`propagate_image`) or a data set of them (:func:`propagate_dataset`, what
+``graphseg propagate`` and ``graphseg pseudo-labels`` run).
+
+The input of an image is either
+
+- a **seed map** ``(H, W)`` of class ids, 255 = unknown (scribbles, clicks, confident regions),
+- or **class activation maps** ``(C, h, w)``, float, channel c-1 for foreground class c; each
+  map is clamped at 0 and divided by its maximum, and the background score comes from the
+  preset: :math:`(1 - \\max_c \\mathrm{cam}_c)^\\alpha` with α = 16 (psa, and by default) or 6
+  (a2gnn), or IRN's constant 0.25.
+
+and the methods are those of :mod:`graphseg.propagate`:
+
+- ``"random-walk"``: AffinityNet's walk :math:`T^t x` on a graph at stride ``stride``. Seeds
+  enter as their one-hot maps averaged over each grid cell (β = 1, t = 256 unless given); CAMs
+  follow the preset (``psa``: β 8, t 256, stride 8; ``irn``: IRN's path affinity from a boundary
+  map, stride 4; ``a2gnn``: β 8, t 64, stride 4).
+- ``"harmonic"``: Grady's random walker from the seeds (CAMs give their confident seeds M'_I,
+  :func:`graphseg.seeds.topk_seeds`).
+- ``"label-spreading"``: Zhou et al.'s spreading of the seeds or of the CAM scores.
+- ``"par"``, ``"crf"``, ``"ial"``: refinements of dense probabilities (PAR, the windowed dense
+  CRF with the preset's parameters, IAL's E-step α_p = G α_u); seeds become one-hot at the
+  seeded pixels and uniform elsewhere.
+
+The pixel graph (all methods but PAR and the CRF) is the colour + position Gaussian kernel of
+:func:`graphseg.graph.pixel_graph`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from graphseg import _checks
+from graphseg._io import atomic_path
+from graphseg.figures import save_result_figure
+from graphseg.graph.window import pixel_graph
+from graphseg.pipelines._runner import Failure, for_each_sample
+from graphseg.pipelines.ial import single_image
+from graphseg.pipelines.weak import _present
+from graphseg.propagate import (
+    CRF_PRESETS,
+    RANDOM_WALK_PRESETS,
+    background_channel,
+    crf,
+    harmonic,
+    ial_refine,
+    irn_affinity,
+    label_spreading,
+    par,
+    random_walk,
+)
+from graphseg.seeds import add_background, normalize_cam, topk_seeds
+
+__all__ = ["PROPAGATE_METHODS", "PROBABILITY_FORMATS", "propagate_dataset", "propagate_image"]
+
+PROPAGATE_METHODS = ("random-walk", "harmonic", "label-spreading", "par", "crf", "ial")
+PROBABILITY_FORMATS = ("npy", "pt")
+UNKNOWN = 255
+IRN_BACKGROUND = RANDOM_WALK_PRESETS["irn"]["background"]
+SEED_WALK = {"beta": 1.0, "num_steps": 256, "stride": 4}
+"""The random walk of seed maps: β = 1 keeps the Gaussian kernel's weights as they are (β = 8 is
+for learned affinities), and 256 steps at stride 4 carry labels about 80 grid pixels."""
+
+
+def _seed_map(seeds, height: int, width: int, num_classes: int | None) -> tuple[Tensor, int]:
+    seeds = _checks.as_label_batch(seeds, "seeds", what="(H, W)")
+    if tuple(seeds.shape) != (1, height, width):
+        raise ValueError(f"seeds must have the image's size ({height}, {width}), got "
+                         f"{tuple(seeds.shape[1:])}")
+    known = seeds[seeds != UNKNOWN]
+    if known.numel() == 0:
+        raise ValueError("seeds has no seed: every pixel is 255 (unknown)")
+    if int(known.min()) < 0:
+        raise ValueError(f"seeds must be class ids >= 0 or 255, got {int(known.min())}")
+    top = int(known.max()) + 1
+    if num_classes is None:
+        num_classes = top
+    elif top > num_classes:
+        raise ValueError(f"seeds hold class {top - 1} but num_classes is {num_classes}")
+    return seeds, num_classes
+
+
+def _cam_maps(cams, height: int, width: int) -> Tensor:
+    """``(1, C, H, W)`` max-normalised foreground maps at image size."""
+    if isinstance(cams, np.ndarray):
+        cams = torch.from_numpy(np.ascontiguousarray(cams))
+    if not isinstance(cams, Tensor) or cams.dim() != 3 or not cams.is_floating_point():
+        raise ValueError("cams must be a float (C, h, w) array of foreground class activation "
+                         f"maps, got {_checks._describe(cams)}")
+    cams = _checks.check_tensor4d("cams", cams[None].float())
+    if cams.shape[1] == 0:
+        raise ValueError("cams must hold at least one foreground map, got 0 channels")
+    cams = F.interpolate(cams, size=(height, width), mode="bilinear", align_corners=False)
+    return normalize_cam(cams)
+
+
+def _cam_probs(cams: Tensor, preset: str | None) -> Tensor:
+    """``(1, 1 + C, H, W)`` probabilities: the preset's background, then the CAMs."""
+    if preset == "irn":
+        background = torch.full_like(cams[:, :1], IRN_BACKGROUND)
+    else:
+        alpha = RANDOM_WALK_PRESETS[preset or "psa"]["alpha"]
+        background = background_channel(cams, alpha)
+    return _normalised(torch.cat([background, cams], 1))
+
+
+def _normalised(scores: Tensor) -> Tensor:
+    """Non-negative scores divided by their sum per pixel (uniform where all are 0)."""
+    scores = scores.clamp_min(0)
+    total = scores.sum(1, keepdim=True)
+    uniform = torch.full_like(scores, 1 / scores.shape[1])
+    return torch.where(total > 1e-12, scores / total.clamp_min(1e-12), uniform)
+
+
+def _one_hot(seeds: Tensor, num_classes: int) -> Tensor:
+    """``(1, C, H, W)``: 1 at each seed's class, 0 elsewhere (unknown pixels all 0)."""
+    known = seeds != UNKNOWN
+    onehot = F.one_hot(torch.where(known, seeds, 0), num_classes).permute(0, 3, 1, 2)
+    return (onehot * known[:, None]).float()
+
+
+def _grid(height: int, width: int, stride: int) -> tuple[int, int]:
+    return math.ceil(height / stride), math.ceil(width / stride)
+
+
+def _walk(image: Tensor, seeds, cams, preset, num_classes, stride, beta, num_steps, boundary,
+          graph_options: dict) -> Tensor:
+    height, width = image.shape[2:]
+    if seeds is not None:
+        stride = SEED_WALK["stride"] if stride is None else stride
+        grid = _grid(height, width, stride)
+        graph = pixel_graph(F.adaptive_avg_pool2d(image, grid), self_weight=1.0,
+                            **graph_options)
+        values = F.adaptive_avg_pool2d(_one_hot(seeds, num_classes), grid)
+        walked = random_walk(graph, values,
+                             beta=SEED_WALK["beta"] if beta is None else beta,
+                             num_steps=SEED_WALK["num_steps"] if num_steps is None else num_steps)
+        return _normalised(F.interpolate(walked, size=(height, width), mode="bilinear",
+                                         align_corners=False))
+    preset = preset or "psa"
+    config = RANDOM_WALK_PRESETS[preset]
+    stride = config.get("stride", 4) if stride is None else stride
+    grid = _grid(height, width, stride)
+    if preset == "irn":
+        if boundary is None:
+            raise ValueError("preset 'irn' needs the boundary map of the image (IRN's class "
+                             "boundaries, (h, w) in [0, 1])")
+        edges = _checks.check_tensor4d("boundary", torch.as_tensor(boundary).float()[None, None],
+                                       what="(h, w)")
+        edges = F.interpolate(edges, size=grid, mode="bilinear", align_corners=False).clamp(0, 1)
+        graph = irn_affinity(edges, radius=config["radius"])
+        scores = random_walk(graph, cams, preset="irn", boundary=edges, beta=beta,
+                             num_steps=num_steps)
+    else:
+        graph = pixel_graph(F.adaptive_avg_pool2d(image, grid), **graph_options)
+        scores = random_walk(graph, cams, preset=preset, beta=beta, num_steps=num_steps)
+    return _normalised(scores)
+
+
+def propagate_image(image, *, seeds=None, cams=None, method: str, preset: str | None = None,
+                    num_classes: int | None = None, radius: int = 5, sigma_xy: float = 6.0,
+                    sigma_rgb: float = 0.1, stride: int | None = None,
+                    beta: float | None = None, num_steps: int | None = None,
+                    boundary=None) -> Tensor:
+    """Class probabilities of one image from its seed map or its CAMs (see the module notes).
+
+    Args:
+        image: ``(3, H, W)`` / ``(1, 3, H, W)`` float in [0, 1] or ``(H, W, 3)`` uint8.
+        seeds: ``(H, W)`` class ids, 255 = unknown; or
+        cams: ``(C, h, w)`` float foreground activation maps (any resolution).
+        method: one of :data:`PROPAGATE_METHODS`.
+        preset: ``"psa"``, ``"irn"`` or ``"a2gnn"``: the random walk of CAMs (``irn`` needs
+            ``boundary``), the CRF's parameters (``psa``, ``a2gnn``), and the CAMs'
+            background. Seeds take no preset.
+        num_classes: class count of a seed map (default: largest seed + 1).
+        radius, sigma_xy, sigma_rgb: the pixel graph's window and Gaussian bandwidths (colour
+            in [0, 1]).
+        stride: grid of the random walk (default: the preset's, 4 otherwise).
+        beta, num_steps: override the random walk's β and t.
+        boundary: ``(h, w)`` class-boundary map in [0, 1] for ``preset="irn"``.
+
+    Returns:
+        ``(1, K, H, W)`` probabilities summing to 1 per pixel: K = ``num_classes`` for seeds,
+        C + 1 (background first) for CAMs.
+    """
+    _checks.check_choice("method", method, PROPAGATE_METHODS)
+    if (seeds is None) == (cams is None):
+        raise ValueError("give exactly one of seeds (a (H, W) seed map) and cams (a (C, h, w) "
+                         "array of class activation maps)")
+    if preset is not None:
+        _checks.check_choice("preset", preset, tuple(RANDOM_WALK_PRESETS))
+        if seeds is not None:
+            raise ValueError(f"preset {preset!r} applies to cams; seeds take no preset")
+        if method == "crf" and preset not in CRF_PRESETS:
+            raise ValueError(f"the CRF has the presets 'psa' and 'a2gnn', got {preset!r}")
+    if stride is not None:
+        _checks.check_positive("stride", stride, integer=True)
+    image = single_image(image)
+    height, width = image.shape[2:]
+    graph_options = {"radius": radius, "sigma_xy": sigma_xy, "sigma_rgb": sigma_rgb}
+    if seeds is not None:
+        seeds, num_classes = _seed_map(seeds, height, width, num_classes)
+        probs = None
+    else:
+        cams = _cam_maps(cams, height, width)
+        probs = _cam_probs(cams, preset)
+        num_classes = probs.shape[1]
+    if method == "random-walk":
+        return _walk(image, seeds, cams, preset, num_classes, stride, beta, num_steps,
+                     boundary, graph_options)
+    if method == "harmonic":
+        if seeds is None:
+            seeds = topk_seeds(add_background(cams))
+            if not bool((seeds != UNKNOWN).any()):
+                raise ValueError("the CAMs give no confident seed for the harmonic solve")
+        # the solve covers the seeded classes; the others get probability 0
+        present, local = _present(seeds)
+        probs = torch.zeros(1, num_classes, height, width)
+        probs[:, present] = harmonic(pixel_graph(image, **graph_options), local,
+                                     num_classes=len(present))
+        return _normalised(probs)
+    if method == "label-spreading":
+        start = seeds if probs is None else probs
+        return _normalised(label_spreading(pixel_graph(image, **graph_options), start,
+                                           num_classes=num_classes))
+    if probs is None:
+        probs = _normalised(_one_hot(seeds, num_classes))
+    if method == "par":
+        return _normalised(par(image, probs))
+    if method == "crf":
+        return crf(image, probs, preset=preset or "psa")
+    return _normalised(ial_refine(pixel_graph(image, **graph_options), probs))
+
+
+def _save_probabilities(path: Path, probs: Tensor, fmt: str) -> None:
+    array = probs[0].to(torch.float32).cpu()
+    with atomic_path(path) as temporary:
+        if fmt == "npy":
+            with open(temporary, "wb") as handle:
+                np.save(handle, array.numpy())
+        else:
+            torch.save(array, temporary)
+
+
+def _save_labels(path: Path, labels: Tensor) -> None:
+    with atomic_path(path) as temporary:
+        Image.fromarray(labels.to(torch.uint8).numpy()).save(temporary, format="PNG")
+
+
+def propagate_dataset(dataset, out_dir: str | os.PathLike, *, method: str,
+                      probabilities: str | None = "npy", resume: bool = False,
+                      progress: bool = True, shard: tuple[int, int] = (0, 1),
+                      figures: str | os.PathLike | None = None, **options) -> list[Failure]:
+    """Propagates every sample of a data set and writes ``OUT/NAME.png`` (uint8 argmax) and,
+    unless ``probabilities`` is None, ``OUT/NAME.npy`` or ``.pt`` (float32 ``(K, H, W)``).
+
+    Every file is written atomically and the PNG last, so ``resume`` (skip images whose PNG
+    exists) never keeps a half-done image. A failed image is reported and the others go on.
+    Images are independent, so the shards of ``torchrun`` ranks write the files of a single
+    run.
+
+    Args:
+        dataset: a :class:`graphseg.data.PropagationFolder` (or any sequence of samples with
+            ``name``, ``image`` and ``seeds`` or ``cams``, optionally ``boundary``).
+        out_dir: output folder (created).
+        method: one of :data:`PROPAGATE_METHODS`.
+        probabilities: ``"npy"``, ``"pt"`` or None (labels only).
+        resume, progress, shard, figures: as :func:`graphseg.pipelines.segment_dataset`.
+        **options: passed to :func:`propagate_image` (``preset``, ``num_classes``,
+            ``radius``, ``sigma_xy``, ``sigma_rgb``, ``stride``, ``beta``, ``num_steps``).
+
+    Returns:
+        The failures of this shard, in order.
+    """
+    _checks.check_choice("method", method, PROPAGATE_METHODS)
+    if probabilities is not None:
+        _checks.check_choice("probabilities", probabilities, PROBABILITY_FORMATS)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def process(name: str, sample: dict) -> None:
+        probs = propagate_image(sample["image"], seeds=sample.get("seeds"),
+                                cams=sample.get("cams"), method=method,
+                                boundary=sample.get("boundary"), **options)
+        labels = probs[0].argmax(0)
+        if probabilities is not None:
+            _save_probabilities(out / f"{name}.{probabilities}", probs, probabilities)
+        _save_labels(out / f"{name}.png", labels)
+        if figures is not None:
+            start = sample.get("seeds")
+            if start is None:
+                start = _cam_probs(_cam_maps(sample["cams"], *labels.shape),
+                                   options.get("preset"))[0].argmax(0)
+            save_result_figure(Path(figures) / f"{name}.png", sample["image"], start, labels,
+                               title=f"{name}: {method}")
+
+    return for_each_sample(dataset, process, desc=f"propagate {method}", shard=shard,
+                           progress=progress,
+                           done=(lambda name: (out / f"{name}.png").exists()) if resume else None)
