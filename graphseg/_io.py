@@ -33,3 +33,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_label_png(path: str | os.PathLike, labels) -> None:
+    """Writes an ``(H, W)`` map of class ids (a tensor or array, values 0–255) as a grey uint8
+    PNG, atomically."""
+    import numpy as np
+    from PIL import Image
+
+    array = labels.cpu().numpy() if hasattr(labels, "cpu") else np.asarray(labels)
+    with atomic_path(path) as temporary:
+        Image.fromarray(array.astype(np.uint8)).save(temporary, format="PNG")

@@ -36,11 +36,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor
 
 from graphseg import _checks
-from graphseg._io import atomic_path
+from graphseg._io import atomic_path, write_label_png
 from graphseg.figures import save_result_figure
 from graphseg.graph.window import pixel_graph
 from graphseg.pipelines._runner import Failure, for_each_sample
@@ -251,11 +250,6 @@ def _save_probabilities(path: Path, probs: Tensor, fmt: str) -> None:
             torch.save(array, temporary)
 
 
-def _save_labels(path: Path, labels: Tensor) -> None:
-    with atomic_path(path) as temporary:
-        Image.fromarray(labels.to(torch.uint8).numpy()).save(temporary, format="PNG")
-
-
 def propagate_dataset(dataset, out_dir: str | os.PathLike, *, method: str,
                       probabilities: str | None = "npy", resume: bool = False,
                       progress: bool = True, shard: tuple[int, int] = (0, 1),
@@ -294,7 +288,7 @@ def propagate_dataset(dataset, out_dir: str | os.PathLike, *, method: str,
         labels = probs[0].argmax(0)
         if probabilities is not None:
             _save_probabilities(out / f"{name}.{probabilities}", probs, probabilities)
-        _save_labels(out / f"{name}.png", labels)
+        write_label_png(out / f"{name}.png", labels)
         if figures is not None:
             start = sample.get("seeds")
             if start is None:

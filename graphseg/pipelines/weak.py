@@ -49,13 +49,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from graphseg import _checks
-from graphseg._io import atomic_path
+from graphseg._io import atomic_path, write_label_png
 from graphseg.figures import save_result_figure
 from graphseg.graph.superpixel import superpixel_graph
 from graphseg.graph.window import pixel_graph
@@ -518,11 +517,6 @@ def _sample_labels(sample: dict, weak: str) -> dict:
     return {key: sample.get(key) for key in LABEL_KEYS[weak]}
 
 
-def _write_png(path: Path, labels: Tensor) -> None:
-    with atomic_path(path) as temporary:
-        Image.fromarray(labels.to(torch.uint8).numpy()).save(temporary, format="PNG")
-
-
 def segment_dataset(dataset, out_dir: str | os.PathLike, *, weak: str,
                     method: str | None = None, resume: bool = False, progress: bool = True,
                     settings: Settings | None = None,
@@ -568,7 +562,7 @@ def segment_dataset(dataset, out_dir: str | os.PathLike, *, weak: str,
                          method=method, num_classes=num_classes, settings=settings,
                          checkpoint=model, details=found)
         seconds = time.perf_counter() - start
-        _write_png(out / f"{name}.png", labels)
+        write_label_png(out / f"{name}.png", labels)
         if figures is not None:
             save_result_figure(Path(figures) / f"{name}.png", sample["image"], found["seeds"],
                                labels, title=f"{name}: {weak}/{method}")

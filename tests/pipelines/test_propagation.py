@@ -223,7 +223,7 @@ def test_propagate_dataset_leaves_no_partial_file(scene_set, tmp_path, monkeypat
             temporary.write_bytes(b"half a PNG")
             raise OSError("disk full")
 
-    monkeypatch.setattr(propagation, "_save_labels", broken)
+    monkeypatch.setattr(propagation, "write_label_png", broken)
     folder = PropagationFolder(scene_set / "images", seeds=scene_set / "seeds")
     out = tmp_path / "out"
     failures = propagate_dataset(folder, out, method="harmonic", progress=False,
