@@ -12,8 +12,17 @@ Following the IAL review (DESIGN §6):
   :math:`\alpha_u` (superpixels ≥ 80% one class, minus the regions whose pooled unary prediction
   — the region classifier by mask pooling — names another class) with
   :math:`-Y^\top \log \alpha_p + \lambda \|G - G_s\|^2` over the window entries, G_s the
-  superpixel co-membership affinity normalised like G; then F is retrained on
-  :math:`\alpha_p` (its argmax, the seeds overriding).
+  superpixel co-membership affinity normalised like G; then F is retrained from its
+  initialisation on :math:`\alpha_p` (soft targets, the seeds overriding) with the energy
+  term of IAL's objective on a fixed graph:
+  :math:`-\sum_p \alpha_{p}^\top \log \alpha_{u} + \mu\, L_{quad}(\alpha_u; W_{ref} / d_{max})`
+  (:func:`~graphseg.losses.quadratic_pairwise_loss`), W_ref the RGB kernel graph.
+
+Two choices keep the loop descending (measured on grabcut and voc14, README results):
+retraining F from scratch, as self-training rounds do, keeps every round's fit equally sharp
+(continuing the previous round's network made α_u sharper round after round), and the energy
+term makes the M-step minimise the same energy the rounds are judged by; without it, fitting
+α_p alone stalled after two rounds and its energy rose again in the last round on grabcut.
 
 Each image runs its own loop (networks trained from scratch on that image, like the A²GNN
 pipeline). Convergence is not guaranteed while the graph is learned, so every round reports the
@@ -37,6 +46,7 @@ from graphseg._io import atomic_path
 from graphseg.graph.offsets import window_offsets
 from graphseg.graph.superpixel import superpixels
 from graphseg.graph.window import WindowGraph, pixel_graph
+from graphseg.losses import quadratic_pairwise_loss
 from graphseg.nn.affinity import AffinityCNN
 from graphseg.nn.backbone import ResNetBackbone
 from graphseg.nn.losses import seed_cross_entropy
@@ -61,9 +71,10 @@ class IALConfig:
     """Working resolution: the longer image side is resized to this."""
     stride: int = 2
     """Stride of both networks' outputs (the graph's resolution)."""
-    unary_steps: int = 60
+    unary_steps: int = 120
     pairwise_steps: int = 40
-    """Adam steps per M-step for each network (the first unary fit takes twice as many)."""
+    """Adam steps of each unary fit (from scratch every round) and of each pairwise M-step (the
+    pairwise network keeps learning across rounds)."""
     lr: float = 3e-3
     radius: int = 3
     """Window radius of the learned graph."""
@@ -76,6 +87,8 @@ class IALConfig:
     """SLIC superpixels at the working resolution."""
     smoothness: float = 1.0
     """λ of the region smoothness loss ‖G − G_s‖²."""
+    energy_weight: float = 5.0
+    """μ of the unary M-step's energy term on the reference graph (0 = fit α_p alone)."""
     seed: int = 0
 
 
@@ -189,9 +202,18 @@ def _refine(pairwise: AffinityCNN, image: Tensor, unary: Tensor, config: IALConf
     return refined, graph
 
 
-def _fit_unary(model: UnaryNet, image: Tensor, targets: Tensor, steps: int, lr: float) -> None:
+def _fresh_unary(classes: int, config: IALConfig) -> UnaryNet:
+    """The unary network at its initialisation (the same one every round)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return UnaryNet(classes, stride=config.stride)
+
+
+def _fit_unary(model: UnaryNet, image: Tensor, targets: Tensor, steps: int, lr: float,
+               energy: tuple[WindowGraph, float] | None = None) -> None:
     """Seeds ``(B, h, w)`` (partial cross-entropy) or soft targets ``(B, C, h, w)`` (the
-    expected log-likelihood under α_p: EM's M-step)."""
+    expected log-likelihood under α_p: EM's M-step), plus ``weight * L_quad(α_u; graph)`` when
+    ``energy = (graph, weight)`` is given."""
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
     for _ in range(steps):
@@ -200,6 +222,8 @@ def _fit_unary(model: UnaryNet, image: Tensor, targets: Tensor, steps: int, lr: 
             loss = -(targets * logits.log_softmax(1)).sum(1).mean()
         else:
             loss = seed_cross_entropy(logits, targets, variant="paper")
+        if energy is not None and energy[1] > 0:
+            loss = loss + energy[1] * quadratic_pairwise_loss(logits.softmax(1), energy[0])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -260,6 +284,7 @@ def ial_em(image, seeds: Tensor, *, num_classes: int | None = None,
     """
     config = IALConfig() if config is None else config
     _checks.check_positive("rounds", config.rounds, integer=True)
+    _checks.check_positive("energy_weight", config.energy_weight, allow_zero=True)
     image, seeds, classes = image_and_seeds(image, seeds, num_classes)
     height, width = image.shape[2:]
     small = working(image, config.size)
@@ -270,11 +295,14 @@ def ial_em(image, seeds: Tensor, *, num_classes: int | None = None,
     regions = resample_seeds(superpixels(small, n_segments=config.n_segments), grid)
     reference = pixel_graph(F.interpolate(small, size=grid, mode="bilinear",
                                           align_corners=False), radius=config.radius)
+    reference = reference.without_self_loops()
+    scaled_reference = reference._with(
+        reference.weight / reference.degree().amax().clamp_min(1e-30), None)
     with torch.random.fork_rng(devices=[]), torch.enable_grad():
         torch.manual_seed(config.seed)
-        unary = UnaryNet(classes, stride=config.stride)
         pairwise = AffinityCNN(ResNetBackbone(widths=(16, 16, 32), stem_width=16,
                                               stride=config.stride), reductions=(16, 16, 16))
+        unary = _fresh_unary(classes, config)
         reports: list[RoundReport] = []
         start = 0
         path = None if checkpoint is None else Path(checkpoint)
@@ -287,7 +315,7 @@ def ial_em(image, seeds: Tensor, *, num_classes: int | None = None,
                        for i, row in enumerate(state["reports"])]
             start = int(state["round"]) + 1
         else:
-            _fit_unary(unary, small, grid_seeds, 2 * config.unary_steps, config.lr)
+            _fit_unary(unary, small, grid_seeds, config.unary_steps, config.lr)
         target = _comembership(regions, window_offsets(config.radius, "disk"))
         refined = None
         round_labels = []
@@ -317,7 +345,9 @@ def ial_em(image, seeds: Tensor, *, num_classes: int | None = None,
             seeded = (grid_seeds != UNKNOWN)[:, None]
             one_hot = F.one_hot(grid_seeds.clamp(max=classes - 1), classes).movedim(-1, 1)
             soft = torch.where(seeded, one_hot.to(refined.dtype), refined)
-            _fit_unary(unary, small, soft, config.unary_steps, config.lr)
+            unary = _fresh_unary(classes, config)
+            _fit_unary(unary, small, soft, config.unary_steps, config.lr,
+                       (scaled_reference, config.energy_weight))
             if path is not None:
                 _save(path, round_index, unary, pairwise, reports)
     probs = upsample(refined, (height, width))
