@@ -14,7 +14,9 @@ order (``A`` is the windowed graph of ``weight``, ``v`` the values):
 - ``window_dot(a, b)[k, p] = <a(p), b(p + o_k)>``: d/da = ``window_aggregate(g, b)``,
   d/db = ``window_aggregate_transpose(g, a)``.
 
-``local_affinity`` has a fused first derivative (``local_affinity_backward``) and no second one.
+``local_affinity`` has a fused first derivative (``local_affinity_backward``); its second
+derivative, rarely needed (gradient penalties, Hessian-vector products), is taken through the
+pure-PyTorch reference of ``local_affinity``, and a third one is refused.
 """
 
 from __future__ import annotations
@@ -89,11 +91,31 @@ def _local_affinity_backward(ctx, grad):
     return _ops.local_affinity_backward(grad, features, offsets, ctx.kind), None, None
 
 
-def _local_affinity_double_backward(ctx, grad):
-    raise NotImplementedError(
-        "graphseg_ext: local_affinity is differentiable once; its second derivative is not "
-        "implemented (use graphseg.ops with backend 'reference' for higher-order gradients)"
-    )
+def _save_affinity_backward_inputs(ctx, inputs, output):
+    grad, features, offsets, kind = inputs
+    ctx.save_for_backward(grad, features, offsets)
+    ctx.kind = kind
+
+
+def _local_affinity_double_backward(ctx, upstream):
+    """The vector-Jacobian product of ``local_affinity_backward(grad, features)`` with
+    ``upstream``: the first derivative is rebuilt from the reference op and differentiated."""
+    from graphseg.ops import reference  # graphseg imports this package: import when needed
+
+    if torch.is_grad_enabled():
+        raise NotImplementedError(
+            "graphseg_ext: local_affinity is differentiable twice; a third derivative is not "
+            "implemented (use graphseg.ops with backend 'reference' for higher orders)")
+    grad, features, offsets = ctx.saved_tensors
+    with torch.enable_grad():
+        # fresh leaves: the outer graph's own paths through grad and features stay its business
+        grad_in, features_in = grad.detach().requires_grad_(), features.detach().requires_grad_()
+        (first,) = torch.autograd.grad(reference.local_affinity(features_in, offsets, ctx.kind),
+                                       features_in, grad_in, create_graph=True)
+        d_grad, d_features = torch.autograd.grad(first, (grad_in, features_in), upstream,
+                                                 allow_unused=True)
+    return (d_grad if ctx.needs_input_grad[0] else None,
+            d_features if ctx.needs_input_grad[1] else None, None, None)
 
 
 def _bilinear_backward(first, second):
@@ -122,7 +144,8 @@ _window_dot_backward = _bilinear_backward(
 
 register_autograd("graphseg_ext::local_affinity", _local_affinity_backward,
                   setup_context=_save_affinity_inputs)
-register_autograd("graphseg_ext::local_affinity_backward", _local_affinity_double_backward)
+register_autograd("graphseg_ext::local_affinity_backward", _local_affinity_double_backward,
+                  setup_context=_save_affinity_backward_inputs)
 register_autograd("graphseg_ext::window_aggregate", _window_aggregate_backward,
                   setup_context=_save_inputs)
 register_autograd("graphseg_ext::window_aggregate_transpose",

@@ -197,12 +197,26 @@ def test_gradcheck_window_ops():
         assert torch.autograd.gradgradcheck(lambda a, b, fn=fn: fn(a, b, off), inputs)
 
 
-def test_local_affinity_second_derivative_is_refused():
-    features = _rand((1, 2, 4, 4), torch.float64, 14).requires_grad_()
-    (grad,) = torch.autograd.grad(graphseg_ext.local_affinity(features, window_offsets(1), "l1")
-                                  .sum(), features, create_graph=True)
-    with pytest.raises(NotImplementedError, match="differentiable once"):
-        grad.sum().backward()
+@pytest.mark.parametrize("kind", ["l1", "l2", "dot"])
+def test_local_affinity_higher_derivatives(kind):
+    off = window_offsets(1)
+    features = _rand((1, 2, 4, 5), torch.float64, 14).requires_grad_()
+    assert torch.autograd.gradgradcheck(
+        lambda f: graphseg_ext.local_affinity(f, off, kind), (features,))
+    # a Hessian-vector product equals the reference's
+    direction = _rand((1, 2, 4, 5), torch.float64, 18)
+    weights = _rand((1, off.shape[0], 4, 5), torch.float64, 19)
+
+    def hvp(fn):
+        (grad,) = torch.autograd.grad((fn(features, off, kind) * weights).square().sum(),
+                                      features, create_graph=True)
+        return torch.autograd.grad((grad * direction).sum(), features)[0]
+
+    torch.testing.assert_close(hvp(graphseg_ext.local_affinity), hvp(reference.local_affinity))
+    (grad,) = torch.autograd.grad(graphseg_ext.local_affinity(features, off, kind).square().sum(),
+                                  features, create_graph=True)
+    with pytest.raises(NotImplementedError, match="differentiable twice"):
+        torch.autograd.grad(grad.square().sum(), features, create_graph=True)
 
 
 def _opcheck_cases():
