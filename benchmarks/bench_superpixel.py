@@ -11,8 +11,9 @@ Prints JSON lines:
   edges, boundary strength, weights) against rag_mean_color, which computes mean colours and
   weights too;
 - ``grabcut_box_seeds``: seed precision (correct / labelled pixels), coverage (labelled /
-  scored) and recall of ``grabcut_seeds`` (GrabCut in the box padded by 5 px, 5 iterations,
-  unknown where GrabCut says background inside the box) against the naive box seeds (the whole
+  scored) and recall of ``grabcut_seeds`` as the box pipeline builds them (GrabCut in the box
+  padded by 5 px, 5 iterations, in the box pipeline's context window; unknown where GrabCut
+  says background inside the box) against the naive box seeds (the whole
   box as foreground), plus the error rates and foreground IoU of the GrabCut mask itself, the
   set's published baseline.
 
@@ -40,8 +41,10 @@ from graphseg.metrics import (
     foreground_iou,
     seed_scores,
 )
+from graphseg.pipelines import SETTINGS
 from graphseg.seeds import box_interior, grabcut_seeds
 
+CONTEXT = SETTINGS["boxes"].box_context  # the box pipeline's GrabCut window
 DEFAULT_DATA = Path(os.environ.get(
     "GRAPHSEG_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
@@ -101,7 +104,8 @@ def bench_grabcut(args) -> None:
         sample = dataset[index]
         image, mask, boxes = sample["image"], sample["mask"], sample["boxes"]
         start = time.perf_counter()
-        seeds = grabcut_seeds(image, boxes, iterations=5, padding=5, num_classes=2)
+        seeds = grabcut_seeds(image, boxes, iterations=5, padding=5, context=CONTEXT,
+                              num_classes=2)
         seconds += time.perf_counter() - start
         height, width = mask.shape
         inside = box_interior(boxes, height, width)
@@ -123,6 +127,7 @@ def bench_grabcut(args) -> None:
               "foreground_precision": round(float(scores.class_precision[1]), 4),
               "foreground_recall": round(float(scores.class_recall[1]), 4)})
     emit({"case": "grabcut_mask", "images": count, "iterations": 5, "padding": 5,
+          "context": CONTEXT,
           "foreground_iou_pooled": round(foreground_iou(mask_counts), 4),
           "foreground_iou_mean_per_image": round(sum(per_image_iou) / count, 4),
           "error_whole_image": round(sum(whole) / count, 4),

@@ -105,6 +105,9 @@ LABEL_KEYS = {"boxes": ("boxes",), "points": ("points",), "scribbles": ("scribbl
 class Settings:
     """The settings of one weak-label kind (none is tuned per image)."""
 
+    box_context: float | None = 0.1
+    """Window of GrabCut around each box, as a fraction of the box's sides (None = the whole
+    image; :func:`graphseg.seeds.grabcut_seeds`)."""
     point_radius: int = 5
     """Disk radius of each click, in pixels (the peer's radius on voc14)."""
     n_segments: int = 600
@@ -364,7 +367,8 @@ def _seeds(image: Tensor, labels: dict, weak: str, num_classes: int | None,
     if weak == "boxes":
         boxes = labels["boxes"]
         _checks.check_boxes([boxes], 1, height, width, num_classes=num_classes)
-        return grabcut_seeds(image, [boxes], num_classes=num_classes), None
+        return grabcut_seeds(image, [boxes], context=settings.box_context,
+                             num_classes=num_classes), None
     marks = labels[weak]
     if not marks:
         raise ValueError(f"labels[{weak!r}] is empty: at least one is needed")

@@ -24,6 +24,7 @@ __all__ = [
 
 UNKNOWN = 255
 GMM_COMPONENTS = 5  # OpenCV's GrabCut fits 5-component colour models on each side
+MIN_CONTEXT = 16  # pixels of the narrowest context ring around a padded box
 
 
 def _batch_of(items) -> int:
@@ -69,7 +70,8 @@ def box_interior(boxes, height: int, width: int) -> Tensor:
     return box_owner(boxes, height, width) >= 0
 
 
-def _grabcut_box(bgr: np.ndarray, box, padding: int, iterations: int) -> np.ndarray | None:
+def _grabcut_box(bgr: np.ndarray, box, padding: int, iterations: int,
+                 context: float | None) -> np.ndarray | None:
     """GrabCut foreground inside one box as an ``(H, W)`` bool map, or None when one side has
     too few pixels for the colour models."""
     import cv2
@@ -78,22 +80,31 @@ def _grabcut_box(bgr: np.ndarray, box, padding: int, iterations: int) -> np.ndar
     _, x0, y0, x1, y1 = box
     px0, py0 = max(0, x0 - padding), max(0, y0 - padding)
     px1, py1 = min(width - 1, x1 + padding), min(height - 1, y1 + padding)
-    mask = np.full((height, width), cv2.GC_BGD, dtype=np.uint8)
-    mask[py0 : py1 + 1, px0 : px1 + 1] = cv2.GC_PR_FGD
+    # the window GrabCut sees: the whole image, or the padded box grown by the context ring
+    wx0, wy0, wx1, wy1 = 0, 0, width - 1, height - 1
+    if context is not None:
+        ring_x = max(MIN_CONTEXT, round(context * (x1 - x0 + 1)))
+        ring_y = max(MIN_CONTEXT, round(context * (y1 - y0 + 1)))
+        wx0, wy0 = max(0, px0 - ring_x), max(0, py0 - ring_y)
+        wx1, wy1 = min(width - 1, px1 + ring_x), min(height - 1, py1 + ring_y)
+    window = np.ascontiguousarray(bgr[wy0 : wy1 + 1, wx0 : wx1 + 1])
+    mask = np.full(window.shape[:2], cv2.GC_BGD, dtype=np.uint8)
+    mask[py0 - wy0 : py1 - wy0 + 1, px0 - wx0 : px1 - wx0 + 1] = cv2.GC_PR_FGD
     if not (mask == cv2.GC_BGD).any():
-        # a box over the whole image leaves no background sample: the border ring stands in
+        # a box over the whole window leaves no background sample: the border ring stands in
         mask[[0, -1], :] = cv2.GC_PR_BGD
         mask[:, [0, -1]] = cv2.GC_PR_BGD
     background = int(np.isin(mask, (cv2.GC_BGD, cv2.GC_PR_BGD)).sum())
     if background < GMM_COMPONENTS or mask.size - background < GMM_COMPONENTS:
         return None
     cv2.setRNGSeed(0)  # GrabCut seeds its k-means from OpenCV's global generator
-    cv2.grabCut(bgr, mask, None, np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64),
-                iterations, cv2.GC_INIT_WITH_MASK)
-    foreground = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
-    inside = np.zeros_like(foreground)
-    inside[y0 : y1 + 1, x0 : x1 + 1] = True
-    return foreground & inside
+    cv2.grabCut(window, mask, None, np.zeros((1, 65), np.float64),
+                np.zeros((1, 65), np.float64), iterations, cv2.GC_INIT_WITH_MASK)
+    foreground = np.zeros((height, width), dtype=bool)
+    inside = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
+    foreground[y0 : y1 + 1, x0 : x1 + 1] = inside[y0 - wy0 : y1 - wy0 + 1,
+                                                  x0 - wx0 : x1 - wx0 + 1]
+    return foreground
 
 
 def grabcut_seeds(
@@ -102,6 +113,7 @@ def grabcut_seeds(
     *,
     iterations: int = 5,
     padding: int = 5,
+    context: float | None = None,
     num_classes: int | None = None,
 ) -> Tensor:
     """Box seeds M_B from GrabCut in each box (thesis Eq. 3.2–3.3).
@@ -118,11 +130,19 @@ def grabcut_seeds(
     fewer than 5 pixels on either side cannot fit the 5-component colour models and keeps its
     interior unknown.
 
+    With ``context``, GrabCut sees only a window around each box: the padded box grown on the
+    left and right by ``context`` times the box's width and on the top and bottom by
+    ``context`` times its height (at least 16 px each), clipped to the image. The background
+    model then comes from the surroundings of the object, and the cost of each box follows its
+    own size instead of the image's.
+
     Args:
         image: ``(B, 3, H, W)`` float in [0, 1] or an ``(H, W, 3)`` uint8 array (RGB).
         boxes: one list of ``{"cls", "box"}`` dicts per image (a flat list for one image).
         iterations: GrabCut iterations.
         padding: pixels added around each box for the sure-background line.
+        context: width of the window around each box as a fraction of the box's sides, or
+            None for the whole image.
         num_classes: when given, box classes must be below it.
 
     Returns:
@@ -133,6 +153,10 @@ def grabcut_seeds(
     checked = _checks.check_boxes(boxes, batch, height, width, num_classes=num_classes)
     _checks.check_positive("iterations", iterations, integer=True)
     _checks.check_positive("padding", padding, integer=True, allow_zero=True)
+    if context is not None:
+        _checks.check_positive("context", context, allow_zero=True)
+        if context == float("inf"):
+            raise ValueError("context must be finite (None for the whole image), got inf")
     pixels = (image.detach().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
     seeds = torch.zeros(batch, height, width, dtype=torch.int64)
     for b, image_boxes in enumerate(checked):
@@ -140,7 +164,7 @@ def grabcut_seeds(
         for _, x0, y0, x1, y1 in image_boxes:
             seeds[b, y0 : y1 + 1, x0 : x1 + 1] = UNKNOWN
         for k in _largest_first(image_boxes):
-            foreground = _grabcut_box(bgr, image_boxes[k], padding, iterations)
+            foreground = _grabcut_box(bgr, image_boxes[k], padding, iterations, context)
             if foreground is not None:
                 seeds[b][torch.from_numpy(foreground)] = image_boxes[k][0]
     return seeds.to(image.device)

@@ -9,6 +9,7 @@ from graphseg.data import SegmentationFolder
 from graphseg.nn import AffinityCNN
 from graphseg.pipelines import (
     AFFINITY_ARCHITECTURE,
+    SETTINGS,
     AffinityTraining,
     affinity_model,
     load_affinity,
@@ -42,7 +43,8 @@ def test_weak_seeds_are_the_seeds_of_segment(scenes):  # noqa: F811
     image, labels = scenes.images[0], scenes.labels[0]
     boxes = weak_seeds(image, labels, weak="boxes")
     assert boxes.shape == (1, H, W) and boxes.dtype == torch.int64
-    assert torch.equal(boxes, grabcut_seeds(image, [labels["boxes"]]))
+    assert torch.equal(boxes, grabcut_seeds(image, [labels["boxes"]],
+                                            context=SETTINGS["boxes"].box_context))
     assert torch.equal(segment(image, labels, weak="boxes", method="grabcut"),
                        torch.where(boxes[0] == 255, 0, boxes[0]))
     points = weak_seeds(image, labels, weak="points", settings=FAST)
