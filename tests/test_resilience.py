@@ -883,6 +883,15 @@ def _segment(scene, annotations, *extra):
                      str(annotations), "--out", out, "--quiet", *extra])
 
 
+def _write_text(path, text):
+    """Writes str or bytes to ``path`` and returns it."""
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    return path
+
+
 def _check_exit(command, code, out, err):
     assert code in (0, 1, 2) and "Traceback" not in out + err
     if code == 2:
@@ -977,11 +986,7 @@ def test_cli_segment_with_garbage_annotations(scene, document):
 @FEWER
 @given(text=st.one_of(st.text(max_size=20), st.binary(max_size=20)))
 def test_cli_segment_with_unreadable_annotations(scene, text):
-    path = scene / "unreadable.json"
-    if isinstance(text, bytes):
-        path.write_bytes(text)
-    else:
-        path.write_text(text)
+    path = _write_text(scene / "unreadable.json", text)
     code, out, err = _segment(scene, path, "--weak", "box")
     _check_exit("segment", code, out, err)
     assert code == 2
@@ -1024,11 +1029,7 @@ def test_cli_evaluate_with_broken_annotations(scene, boxes, garbage):
 @FEWER
 @given(text=st.one_of(st.text(max_size=20), st.binary(max_size=20)))
 def test_cli_evaluate_with_unreadable_annotations(scene, text):
-    path = scene / "unreadable-evaluate.json"
-    if isinstance(text, bytes):
-        path.write_bytes(text)
-    else:
-        path.write_text(text)
+    path = _write_text(scene / "unreadable-evaluate.json", text)
     try:
         json.loads(text)
     except ValueError:
