@@ -14,9 +14,9 @@ order (``A`` is the windowed graph of ``weight``, ``v`` the values):
 - ``window_dot(a, b)[k, p] = <a(p), b(p + o_k)>``: d/da = ``window_aggregate(g, b)``,
   d/db = ``window_aggregate_transpose(g, a)``.
 
-``local_affinity`` has a fused first derivative (``local_affinity_backward``); its second
-derivative, rarely needed (gradient penalties, Hessian-vector products), is taken through the
-pure-PyTorch reference of ``local_affinity``, and a third one is refused.
+``local_affinity`` has a fused first derivative (``local_affinity_backward``); its higher
+derivatives, rarely needed (gradient penalties, Hessian-vector products), are taken through the
+pure-PyTorch reference of ``local_affinity``.
 """
 
 from __future__ import annotations
@@ -99,21 +99,19 @@ def _save_affinity_backward_inputs(ctx, inputs, output):
 
 def _local_affinity_double_backward(ctx, upstream):
     """The vector-Jacobian product of ``local_affinity_backward(grad, features)`` with
-    ``upstream``: the first derivative is rebuilt from the reference op and differentiated."""
+    ``upstream``, through the reference op. ``torch.func`` keeps it a differentiable function
+    of ``grad``, ``features`` and ``upstream`` when a higher derivative is asked for."""
     from graphseg.ops import reference  # graphseg imports this package: import when needed
 
-    if torch.is_grad_enabled():
-        raise NotImplementedError(
-            "graphseg_ext: local_affinity is differentiable twice; a third derivative is not "
-            "implemented (use graphseg.ops with backend 'reference' for higher orders)")
     grad, features, offsets = ctx.saved_tensors
-    with torch.enable_grad():
-        # fresh leaves: the outer graph's own paths through grad and features stay its business
-        grad_in, features_in = grad.detach().requires_grad_(), features.detach().requires_grad_()
-        (first,) = torch.autograd.grad(reference.local_affinity(features_in, offsets, ctx.kind),
-                                       features_in, grad_in, create_graph=True)
-        d_grad, d_features = torch.autograd.grad(first, (grad_in, features_in), upstream,
-                                                 allow_unused=True)
+
+    def first(grad, features):
+        _, vjp = torch.func.vjp(lambda f: reference.local_affinity(f, offsets, ctx.kind),
+                                features)
+        return vjp(grad)[0]
+
+    _, vjp = torch.func.vjp(first, grad, features)
+    d_grad, d_features = vjp(upstream)
     return (d_grad if ctx.needs_input_grad[0] else None,
             d_features if ctx.needs_input_grad[1] else None, None, None)
 

@@ -213,10 +213,21 @@ def test_local_affinity_higher_derivatives(kind):
         return torch.autograd.grad((grad * direction).sum(), features)[0]
 
     torch.testing.assert_close(hvp(graphseg_ext.local_affinity), hvp(reference.local_affinity))
-    (grad,) = torch.autograd.grad(graphseg_ext.local_affinity(features, off, kind).square().sum(),
-                                  features, create_graph=True)
-    with pytest.raises(NotImplementedError, match="differentiable twice"):
-        torch.autograd.grad(grad.square().sum(), features, create_graph=True)
+
+    # third order: the gradient of a Hessian-vector product, and gradgradcheck of the gradient
+    # (a fourth power, so that even the piecewise-linear l1 has a third derivative)
+    def third(fn):
+        (grad,) = torch.autograd.grad((fn(features, off, kind) * weights).pow(4).sum(),
+                                      features, create_graph=True)
+        (hv,) = torch.autograd.grad((grad * direction).sum(), features, create_graph=True)
+        return torch.autograd.grad(hv.square().sum(), features)[0]
+
+    expected = third(reference.local_affinity)
+    assert expected.abs().max() > 0
+    torch.testing.assert_close(third(graphseg_ext.local_affinity), expected)
+    assert torch.autograd.gradgradcheck(
+        lambda f: torch.autograd.grad((graphseg_ext.local_affinity(f, off, kind) * weights)
+                                      .pow(4).sum(), f, create_graph=True)[0], (features,))
 
 
 def _opcheck_cases():
