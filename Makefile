@@ -1,23 +1,31 @@
 # The two commands of the README: `make demo` and `make test`. Each sets up a virtual environment
-# in .venv on first use (torch first, then graphseg with its test extra and compiled extension).
-# Another torch: make test TORCH="torch==2.5.1"
+# in .venv on first use (torch first, then graphseg with its test extra and compiled extension),
+# installing exactly the versions pinned in constraints.txt.
+# Another torch: make test TORCH="torch==2.5.1" (the other pins stay).
+# Refresh the pins from today's releases: make lock (then run make test and commit the file).
 
 PYTHON ?= python3
 VENV ?= .venv
-TORCH ?= torch==2.13.0
+LOCK := constraints.txt
+TORCH ?= $(shell grep -m1 '^torch==' $(LOCK))
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.graphseg-installed
-BUILD_INPUTS := pyproject.toml setup.py $(wildcard graphseg_ext/csrc/* graphseg_ext/csrc/*/*)
+BUILD_INPUTS := pyproject.toml setup.py $(LOCK) $(wildcard graphseg_ext/csrc/* graphseg_ext/csrc/*/*)
+LOCK_VENV := .lock-venv
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint lock clean
 
 install: $(STAMP)
 
+# torch is installed on its own first (a plain `torch` requirement would pull a CUDA build);
+# the other packages then come from the pins without torch, so TORCH= can name another one.
 $(STAMP): $(BUILD_INPUTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet "setuptools>=68" wheel
-	$(BIN)/python -m pip install --quiet --no-build-isolation -e ".[test]"
+	grep -v '^torch==' $(LOCK) > $(VENV)/constraints-without-torch.txt
+	$(BIN)/python -m pip install --quiet -c $(VENV)/constraints-without-torch.txt setuptools wheel
+	$(BIN)/python -m pip install --quiet -c $(VENV)/constraints-without-torch.txt \
+		--no-build-isolation -e ".[test]"
 	touch $@
 
 demo: $(STAMP)
@@ -29,5 +37,20 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check graphseg graphseg_ext tests benchmarks
 
+# Resolves pyproject.toml anew in a scratch environment (no extension build: it does not change
+# the set) and writes every installed version to constraints.txt.
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet "$(TORCH)" setuptools wheel
+	GRAPHSEG_BUILD_EXT=0 $(LOCK_VENV)/bin/python -m pip install --quiet --no-build-isolation \
+		-e ".[test]"
+	{ echo "# Every package that \`make\` installs, pinned: the set the test suite runs against."; \
+	  echo "# Regenerate with \`make lock\` (a fresh virtual environment resolved from pyproject.toml)."; \
+	  $(LOCK_VENV)/bin/python -m pip freeze --all --exclude-editable \
+	    | grep -v -E '^(pip|graphseg)==' | sed -E 's/^(torch==[^+]*)\+.*/\1/'; } > $(LOCK).tmp
+	mv $(LOCK).tmp $(LOCK)
+	rm -rf $(LOCK_VENV)
+
 clean:
-	rm -rf $(VENV) build *.egg-info graphseg_ext/*.so demo-out
+	rm -rf $(VENV) $(LOCK_VENV) build *.egg-info graphseg_ext/*.so demo-out
