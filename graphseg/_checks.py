@@ -3,6 +3,8 @@ message naming the argument, what was expected and what was given; internals tru
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -39,43 +41,159 @@ def check_tensor4d(
     return tensor
 
 
-def as_image_batch(image, name: str = "image", *, channels: int | None = None) -> Tensor:
-    """Converts an image to a ``(B, C, H, W)`` float tensor.
+_IMAGE_CHANNELS = (1, 3, 4)
+_RANGE_SLACK = 1e-3  # interpolation overshoot tolerated (and clipped) around [0, 1]
 
-    Accepts a ``(B, C, H, W)`` or ``(C, H, W)`` float tensor (values in [0, 1] for colour images),
-    and a ``(H, W, 3)`` / ``(H, W)`` uint8 numpy array or tensor, which is divided by 255.
-    ``channels`` fixes the channel count when given.
+
+def _pil_array(image, name: str) -> np.ndarray:
+    """A PIL image as a channel-last numpy array of its own bit depth."""
+    mode = image.mode
+    if mode in ("1", "L", "LA", "RGB", "RGBA", "F") or mode.startswith("I;16"):
+        array = np.asarray(image)
+    elif mode == "I":  # 32-bit integers: what older Pillow makes of 16-bit grey PNGs
+        array = np.asarray(image)
+        if array.size and (array.min() < 0 or array.max() > 65535):
+            raise ValueError(f"{name} is a 32-bit integer PIL image (mode 'I') with values in "
+                             f"[{array.min()}, {array.max()}]; expected 16-bit data in "
+                             "[0, 65535] (convert it to 'L' or 'RGB' first)")
+        array = array.astype(np.uint16)
+    elif mode in ("P", "PA"):
+        array = np.asarray(image.convert("RGBA" if mode == "PA" or "transparency"
+                                         in image.info else "RGB"))
+    else:  # CMYK, YCbCr, LAB, HSV, RGBX...
+        array = np.asarray(image.convert("RGB"))
+    if array.ndim == 3 and array.shape[2] == 2:  # LA: grey and alpha
+        array = array[:, :, :1]
+    return array
+
+
+def _numpy_image(array: np.ndarray, name: str) -> Tensor:
+    """A channel-last numpy image as a ``(C, H, W)`` tensor of its dtype (bool as uint8)."""
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in _IMAGE_CHANNELS:
+        hint = ""
+        if array.ndim == 3 and array.shape[0] in _IMAGE_CHANNELS:
+            hint = (": it looks channel-first; numpy images are channel-last, pass "
+                    "np.moveaxis(image, 0, -1) or a torch tensor")
+        elif array.ndim == 4:
+            hint = ": a batch goes in as a (B, C, H, W) torch tensor"
+        raise ValueError(f"{name} as a numpy array must have shape (H, W) or (H, W, C) with C "
+                         f"1, 3 or 4 (channel-last), got shape {array.shape}{hint}")
+    if not array.dtype.isnative:  # big-endian 16-bit PIL modes
+        array = array.astype(array.dtype.newbyteorder("="))
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8) * 255
+    if array.dtype not in (np.uint8, np.uint16) and not np.issubdtype(array.dtype,
+                                                                      np.floating):
+        raise TypeError(f"{name} must be uint8, uint16, bool or float in [0, 1], got "
+                        f"{_describe(array)}; convert it, e.g. image.astype(np.uint8) for 0–255 "
+                        "values")
+    array = np.ascontiguousarray(array)
+    if not array.flags.writeable:  # torch warns on read-only memory (PIL's buffers)
+        array = array.copy()
+    return torch.from_numpy(array).permute(2, 0, 1)
+
+
+def _check_range(name: str, image: Tensor) -> Tensor:
+    """A float image in [0, 1] (a slack of 1e-3 is clipped); anything else is refused with the
+    conversion to use."""
+    low, high = (float(v) for v in torch.aminmax(image))
+    if low >= -_RANGE_SLACK and high <= 1 + _RANGE_SLACK:
+        return image.clamp(0, 1) if low < 0 or high > 1 else image
+    if low >= 0 and high <= 255:
+        advice = "0–255 values: divide by 255, or pass a uint8 array"
+    elif low >= 0 and high <= 65535:
+        advice = "0–65535 values: divide by 65535, or pass a uint16 array"
+    else:
+        advice = ("a normalised image (e.g. ImageNet mean/std): pass the [0, 1] image and, "
+                  "where a function offers it, normalize='imagenet'")
+    raise ValueError(f"{name} is a float image with values in [{low:.4g}, {high:.4g}]; float "
+                     f"images must lie in [0, 1]. This looks like {advice}")
+
+
+def as_image_batch(image, name: str = "image", *, channels: int | None = None) -> Tensor:
+    """Converts an image in any of the forms below to a ``(B, C, H, W)`` float tensor in [0, 1]
+    (the table of docs/images.md; one function, used by every public entry point).
+
+    - numpy arrays (scikit-image, imageio, OpenCV after BGR→RGB) are channel-last: ``(H, W)``
+      or ``(H, W, C)``;
+    - PIL images of any mode (16-bit grey keeps its depth, palettes become RGB);
+    - torch tensors are channel-first: ``(C, H, W)``, ``(B, C, H, W)`` or ``(H, W)``.
+
+    C is 1 (grey), 3 (RGB) or 4 (RGBA: alpha is dropped). uint8 is divided by 255, uint16 by
+    65535, bool is 0 or 1; floats must lie in [0, 1] (a 1e-3 overshoot from interpolation is
+    clipped): 0–255 floats, normalised images and other integer dtypes are refused with the
+    conversion to use. The result is float32, except that float64 tensors stay float64.
+    ``channels=3`` asks for colour: a grey image is repeated over three channels (the RGB image
+    with R = G = B).
     """
-    if isinstance(image, np.ndarray):
-        if image.dtype == np.uint8:
-            if image.ndim == 2:
-                image = image[:, :, None]
-            if image.ndim != 3:
-                raise ValueError(f"{name} as a uint8 array must have shape (H, W, 3) or (H, W), "
-                                 f"got shape {image.shape}")
-            image = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
-        elif np.issubdtype(image.dtype, np.floating):
-            image = torch.from_numpy(np.ascontiguousarray(image))
-        else:
-            raise TypeError(f"{name} must be a uint8 (H, W, 3) array or a float (C, H, W) "
-                            f"array/tensor, got {_describe(image)}")
-    if not isinstance(image, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {_describe(image)}")
-    if image.dtype == torch.uint8:
-        if image.dim() == 3 and image.shape[-1] in (1, 3, 4) and image.shape[0] not in (1, 3):
-            image = image.permute(2, 0, 1)
-        image = image.float() / 255.0
-    if not image.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor with values in [0, 1] "
-                        f"(or uint8), got dtype {image.dtype}")
+    if "PIL.Image" in sys.modules and isinstance(image, sys.modules["PIL.Image"].Image):
+        image = _numpy_image(_pil_array(image, name), name)
+    elif isinstance(image, np.ndarray):
+        # float32 like a uint8 image of the same picture (scikit-image's floats are float64)
+        image = _numpy_image(image, name)
+        image = image.float() if image.is_floating_point() else image
+    elif isinstance(image, Tensor):
+        if image.dim() == 2:
+            image = image.unsqueeze(0)
+        if image.dim() not in (3, 4):
+            raise ValueError(f"{name} as a torch tensor must have shape (C, H, W), "
+                             f"(B, C, H, W) or (H, W), got shape {tuple(image.shape)}")
+        plane = image.shape[-3]
+        if plane not in _IMAGE_CHANNELS:
+            hint = ""
+            if image.shape[-1] in _IMAGE_CHANNELS:
+                hint = (": it looks channel-last; torch tensors are channel-first, pass "
+                        "image.permute(2, 0, 1) (or the numpy array)")
+            raise ValueError(f"{name} must have 1, 3 or 4 channels (grey, RGB, RGBA) in "
+                             f"dimension -3 (torch tensors are channel-first), got shape "
+                             f"{tuple(image.shape)}{hint}")
+        if image.dtype == torch.bool:
+            image = image.to(torch.uint8) * 255
+        elif not (image.is_floating_point() or image.dtype in (torch.uint8, torch.uint16)):
+            raise TypeError(f"{name} must be uint8, uint16, bool or float in [0, 1], got "
+                            f"{_describe(image)}; convert it, e.g. image.to(torch.uint8) for "
+                            "0–255 values")
+    else:
+        raise TypeError(f"{name} must be a numpy array (H, W[, C]), a PIL image or a torch "
+                        f"tensor ([B,] C, H, W), got {_describe(image)}")
     if image.dim() == 3:
         image = image.unsqueeze(0)
-    if image.dim() != 4:
-        raise ValueError(f"{name} must have shape (B, C, H, W), (C, H, W) or (H, W, 3), "
+    if image.shape[2] == 0 or image.shape[3] == 0:
+        raise ValueError(f"{name} is empty: height and width must be positive, "
                          f"got shape {tuple(image.shape)}")
+    if image.dtype == torch.uint8:
+        image = image.float() / 255.0
+    elif image.dtype == torch.uint16:
+        image = image.to(torch.int32).float() / 65535.0
+    elif image.dtype != torch.float64:
+        image = image.float()
+    check_finite(name, image)
+    image = _check_range(name, image)
+    if image.shape[1] == 4:
+        image = image[:, :3]
     if channels is not None and image.shape[1] != channels:
-        raise ValueError(f"{name} must have {channels} channels, got shape {tuple(image.shape)}")
-    return check_tensor4d(name, image)
+        if channels == 3 and image.shape[1] == 1:
+            image = image.repeat(1, 3, 1, 1)
+        else:
+            raise ValueError(f"{name} must have {channels} channels, got shape "
+                             f"{tuple(image.shape)}")
+    return image
+
+
+def check_probabilities(name: str, probs: Tensor, *, tol: float = 1e-3) -> None:
+    """Per-pixel class probabilities over dimension 1: non-negative, summing to 1 within
+    ``tol`` (logits, scores and one-hot maps with unknown pixels are refused)."""
+    low = float(probs.min())
+    if low < 0:
+        raise ValueError(f"{name} must be probabilities (non-negative, summing to 1 over "
+                         f"dimension 1), got a value of {low:.4g}: apply softmax to logits")
+    error = float((probs.sum(1) - 1).abs().max())
+    if error > tol:
+        raise ValueError(f"{name} must be probabilities summing to 1 over dimension 1 (the "
+                         f"classes), but a pixel's sum is off by {error:.4g}: normalise them, "
+                         "e.g. probs / probs.sum(1, keepdim=True)")
 
 
 def normalize_image(image: Tensor, normalize: str | None, name: str = "normalize") -> Tensor:
@@ -96,7 +214,8 @@ def check_choice(name: str, value, choices) -> None:
         raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
 
 
-def check_positive(name: str, value, *, integer: bool = False, allow_zero: bool = False) -> None:
+def check_positive(name: str, value, *, integer: bool = False, allow_zero: bool = False,
+                   finite: bool = False) -> None:
     kind = int if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kind):
         raise TypeError(f"{name} must be a {'whole number' if integer else 'number'}, "
@@ -104,6 +223,8 @@ def check_positive(name: str, value, *, integer: bool = False, allow_zero: bool 
     if value < 0 or (value == 0 and not allow_zero) or value != value:
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be {bound}, got {value!r}")
+    if finite and value == float("inf"):
+        raise ValueError(f"{name} must be finite, got {value!r}")
 
 
 def check_offsets(offsets, name: str = "offsets") -> Tensor:

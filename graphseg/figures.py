@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from graphseg import _checks
 from graphseg._io import atomic_path
 
 __all__ = ["PALETTE", "overlay", "save_panels", "save_result_figure"]
@@ -22,21 +23,16 @@ PALETTE = np.array([
 
 
 def _rgb(image) -> np.ndarray:
-    """``(H, W, 3)`` uint8 from a ``(3, H, W)`` / ``(1, 3, H, W)`` float tensor in [0, 1] or an
-    ``(H, W, 3)`` uint8 array."""
-    if isinstance(image, Tensor):
-        image = image.detach().cpu()
-        if image.dim() == 4:
-            image = image[0]
-        return (image.permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-    return np.asarray(image, dtype=np.uint8)
+    """``(H, W, 3)`` uint8 of the first image of any form of docs/images.md."""
+    image = _checks.as_image_batch(image, "image", channels=3)[0].detach().cpu()
+    return (image.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
 
 
 def overlay(image, labels, *, alpha: float = 0.55) -> np.ndarray:
     """The image with each labelled pixel blended towards its class colour (255 untouched).
 
     Args:
-        image: ``(3, H, W)`` float tensor in [0, 1] or ``(H, W, 3)`` uint8 array.
+        image: an image in any form of docs/images.md (the first of a batch).
         labels: ``(H, W)`` class ids (tensor or array), 255 = unknown.
         alpha: weight of the class colour (1 paints the labels opaque).
 

@@ -5,7 +5,6 @@ set. Nothing is installed here: the checks read the sources and the installed me
 import ast
 import importlib.metadata as metadata
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -51,9 +50,8 @@ def _imports(paths) -> dict[str, set[str]]:
     return found
 
 
-def _extras() -> dict[str, list[str]]:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return project["optional-dependencies"]
+def _extras() -> set[str]:
+    return set(metadata.metadata("graphseg").get_all("Provides-Extra") or [])
 
 
 def test_every_import_is_pinned_or_an_optional_extra():

@@ -28,14 +28,16 @@ from scenes import write_scene_set
 from graphseg.cli import main
 from graphseg.graph import window
 from graphseg.graph.offsets import MAX_OFFSETS, window_offsets
-from graphseg.graph.window import WindowGraph, pixel_graph
+from graphseg.graph.window import WindowGraph, feature_graph, pixel_graph
 from graphseg.metrics import CONFUSION_MAX_ENTRIES, confusion_matrix, error_rate, mean_iou
 from graphseg.ops import local_affinity, window_aggregate
 from graphseg.propagate import (
     colour_posterior,
     crf,
     harmonic,
+    ial_refine,
     label_spreading,
+    par,
     random_walk,
     random_walker_graph,
 )
@@ -67,10 +69,11 @@ def _poison(tensor, seed, value):
 
 
 @st.composite
-def images(draw, channels=None, max_side=9):
-    """(B, C, H, W) float images in [0, 1], one-pixel ones included."""
+def images(draw, channels=None, max_side=9, choices=(1, 2, 3, 4)):
+    """(B, C, H, W) float images in [0, 1], one-pixel ones included; C drawn from ``choices``
+    unless given (an image has 1, 3 or 4 channels, feature maps any number)."""
     batch = draw(st.integers(1, 2))
-    channels = draw(st.integers(1, 4)) if channels is None else channels
+    channels = draw(st.sampled_from(choices)) if channels is None else channels
     height, width = draw(st.integers(1, max_side)), draw(st.integers(1, max_side))
     dtype = draw(st.sampled_from([torch.float32, torch.float64]))
     return _rand((batch, channels, height, width), draw(seeds_st), dtype)
@@ -109,7 +112,7 @@ def _assert_distribution(probs, classes, shape):
 
 
 @FEW
-@given(image=images(), radius=st.integers(1, 4),
+@given(image=images(choices=(1, 3, 4)), radius=st.integers(1, 4),
        shape=st.sampled_from(["disk", "square", "psa", "rings"]),
        kernel=st.sampled_from(["gaussian", "l1", "cosine"]))
 def test_pixel_graph_random_images(image, radius, shape, kernel):
@@ -162,14 +165,14 @@ def test_window_offsets_limit_names_rings():
 
 
 @FEW
-@given(image=images(), seed=seeds_st, value=non_finite)
+@given(image=images(choices=(1, 3, 4)), seed=seeds_st, value=non_finite)
 def test_pixel_graph_rejects_non_finite_pixels(image, seed, value):
     with pytest.raises(ValueError, match="image contains NaN or Inf"):
         pixel_graph(_poison(image, seed, value), radius=1)
 
 
 @pytest.mark.parametrize("image", [
-    torch.ones(3, 4, 4, dtype=torch.int64), torch.ones(3, 4, 4, dtype=torch.bool),
+    torch.ones(3, 4, 4, dtype=torch.int64), torch.ones(3, 4, 4, dtype=torch.int16),
     torch.ones(3, 4, 4, dtype=torch.complex64), np.zeros((4, 5, 3), np.int32), [[0.5]], None,
 ])
 def test_pixel_graph_rejects_wrong_dtypes(image):
@@ -177,11 +180,12 @@ def test_pixel_graph_rejects_wrong_dtypes(image):
         pixel_graph(image, radius=1)
 
 
-@pytest.mark.parametrize("image", [torch.rand(4, 4), torch.rand(1, 1, 3, 4, 4),
+@pytest.mark.parametrize("image", [torch.rand(4), torch.rand(1, 1, 3, 4, 4),
                                    torch.rand(3, 0, 4), np.zeros((0, 0, 3), np.uint8),
-                                   np.zeros((2, 2, 2, 3), np.uint8)])
+                                   np.zeros((2, 2, 2, 3), np.uint8), torch.rand(2, 4, 4)])
 def test_pixel_graph_rejects_wrong_shapes_and_empty_images(image):
-    with pytest.raises(ValueError, match="image (must have shape|as a uint8|is empty)"):
+    with pytest.raises(ValueError, match="image (as a (torch tensor|numpy array) must have shape|"
+                                         "is empty|must have 1, 3 or 4 channels)"):
         pixel_graph(image, radius=1)
 
 
@@ -442,6 +446,79 @@ def test_one_class_seeds_give_certainty():
                                torch.ones(1, 1, 1, 1))
 
 
+def _propagations(graph, seeds, classes):
+    """Every propagation of a graph from ``seeds``, as name -> result."""
+    probs = torch.nn.functional.one_hot(torch.where(seeds == UNKNOWN, 0, seeds), classes)
+    probs = (probs.permute(0, 3, 1, 2).float() * 0.8 + 0.2 / classes)
+    return {"harmonic": lambda g: harmonic(g, seeds, num_classes=classes),
+            "label_spreading": lambda g: label_spreading(g, seeds, num_classes=classes),
+            "random_walk": lambda g: random_walk(g, probs, num_steps=4),
+            "ial_refine": lambda g: ial_refine(g, probs)}
+
+
+@FEWER
+@given(problem=seeded_problems(), kind=st.sampled_from(["rw", "pixel"]),
+       dtype=st.sampled_from([torch.float16, torch.bfloat16]))
+def test_low_precision_graphs_propagate_in_float32(problem, kind, dtype):
+    # half precision used to give 0.5/0.5 everywhere (seeds included) in harmonic and crash
+    # bfloat16 in to_scipy: the weights are now taken as they are and computed on in float32
+    image, seeds, classes = problem
+    low = _graph(image, kind, 2).to(dtype)
+    exact = low.to(torch.float32)
+    for name, propagate in _propagations(low, seeds, classes).items():
+        out = propagate(low)
+        assert out.dtype == torch.float32, name
+        torch.testing.assert_close(out, propagate(exact), atol=1e-4, rtol=1e-4, msg=name)
+    assert low.to_scipy().dtype == np.float32
+    if seeds.shape[0] == 1:  # a PyG graph holds one image
+        out = harmonic(low.to_pyg(), seeds.flatten(), num_classes=classes)
+        assert out.dtype == torch.float32
+
+
+@FEWER
+@given(problem=seeded_problems(), seed=seeds_st)
+def test_negative_weights_are_refused_by_every_propagation(problem, seed):
+    # a cosine kernel gave label_spreading NaN, ial_refine "probabilities" in [-0.41, 1.41]
+    # and harmonic a failing Cholesky
+    image, seeds, classes = problem
+    graph = _graph(image, "pixel", 2)
+    negative = WindowGraph(_poison(graph.weight, seed, -0.25), graph.offsets)
+    if not bool((negative.weight < 0).any()):  # the poisoned entry left the image
+        return
+    for propagate in _propagations(negative, seeds, classes).values():
+        _quick(lambda: propagate(negative), ValueError,  # noqa: B023
+               "graph has negative weights.*clamp_min")
+    if seeds.shape[0] == 1:  # the same graph as PyG Data
+        data, flat = negative.to_pyg(), seeds.flatten()
+        for call in (lambda: harmonic(data, flat, num_classes=classes),
+                     lambda: label_spreading(data, flat, num_classes=classes),
+                     lambda: ial_refine(data, torch.rand(data.num_nodes, 2))):
+            _quick(call, ValueError, "graph has negative weights")
+
+
+def test_cosine_graphs_propagate_once_negatives_are_dropped():
+    features = torch.randn(1, 8, 6, 7, generator=torch.Generator().manual_seed(3))
+    seeds = torch.full((1, 6, 7), UNKNOWN)
+    seeds[0, 0, 0], seeds[0, 5, 6] = 0, 1
+    cosine = feature_graph(features, radius=2, kind="cosine")
+    assert bool((cosine.weight < 0).any())
+    with pytest.raises(ValueError, match="negative weights"):
+        harmonic(cosine, seeds)
+    kept = WindowGraph(cosine.weight.clamp_min(0), cosine.offsets)
+    _assert_distribution(harmonic(kept, seeds), 2, seeds.shape)
+    spread = label_spreading(kept, seeds)
+    assert bool(torch.isfinite(spread).all()) and bool((spread >= 0).all())
+
+
+def test_random_walk_and_par_refuse_what_has_no_meaning():
+    image = _rand((1, 3, 6, 7), 4)
+    probs = torch.full((1, 2, 6, 7), 0.5)
+    with pytest.raises(ValueError, match="beta must be finite"):
+        random_walk(pixel_graph(image, radius=1), probs, beta=math.inf)  # gave all zeros
+    with pytest.raises(ValueError, match="masks must be non-negative"):
+        par(image, probs - 0.75)
+
+
 @FEW
 @given(image=images(channels=3), seed=seeds_st, value=non_finite, variant=st.integers(0, 4))
 def test_random_walk_rejects_bad_probs(image, seed, value, variant):
@@ -479,9 +556,10 @@ def crf_options(draw):
 def test_crf_gives_probabilities(image, classes, seed, zeros, options):
     batch, _, height, width = image.shape
     probs = _rand((batch, classes, height, width), seed, image.dtype)
-    if zeros:
+    if zeros:  # exact zeros, which the unary clips before its logarithm
         probs = probs * (probs > 0.5)
-    out = crf(image, probs, **options)
+        probs[:, 0] += probs.sum(1) == 0
+    out = crf(image, probs / probs.sum(1, keepdim=True), **options)
     _assert_distribution(out, classes, probs.shape)
 
 
@@ -510,6 +588,8 @@ def test_crf_rejects_bad_probs():
         (torch.rand(2, 2, 5, 6), ValueError, "probs and image must share"),
         (torch.rand(1, 0, 5, 6), ValueError, "probs must have at least one class"),
         (torch.ones(1, 2, 5, 6, dtype=torch.int64), TypeError, "probs must be"),
+        (torch.randn(1, 2, 5, 6), ValueError, "probs must be probabilities.*softmax to logits"),
+        (torch.full((1, 2, 5, 6), 0.3), ValueError, "summing to 1 .* off by 0.4"),
     ]
     for probs, error, match in cases:
         with pytest.raises(error, match=match):
@@ -548,7 +628,7 @@ def test_colour_posterior_rejects_bad_arguments(problem, seed, variant):
         (lambda: colour_posterior(image, seeds, bins=seed % 3), ValueError, "bins must be"),
         (lambda: colour_posterior(image, seeds, bins=10**4), ValueError, "lower bins"),
         (lambda: colour_posterior(image, seeds, num_classes=1.5), TypeError, "num_classes"),
-        (lambda: colour_posterior(image[:, :1], seeds), ValueError, "3 channels"),
+        (lambda: colour_posterior(image[:, :2], seeds), ValueError, "1, 3 or 4 channels"),
         (lambda: colour_posterior(image, seeds[:, :, :0]), ValueError, "seeds is empty"),
     ]
     call, error, match = cases[variant]
@@ -857,7 +937,7 @@ def test_windowed_weights_refuse_a_dense_window(monkeypatch):
 def test_crf_refuses_a_dense_smoothness_window(monkeypatch):
     monkeypatch.setattr(window, "WINDOW_MAX_ENTRIES", 10**5)
     # a smoothness kernel as wide as the image: disk(40) over 40x40 pixels
-    _quick(lambda: crf(torch.rand(3, 40, 40), torch.rand(1, 2, 40, 40), smooth_sxy=1e6),
+    _quick(lambda: crf(torch.rand(3, 40, 40), torch.full((1, 2, 40, 40), 0.5), smooth_sxy=1e6),
            ValueError, "WINDOW_MAX_ENTRIES.*lower smooth_sxy")
 
 

@@ -57,12 +57,15 @@ def _weak_kinds(weak) -> tuple[str, ...]:
 
 
 def read_image(path: str | os.PathLike) -> Tensor:
-    """An image file as a ``(3, H, W)`` float tensor in [0, 1] (RGB)."""
+    """An image file as a ``(3, H, W)`` float32 tensor in [0, 1] (RGB).
+
+    Read with Pillow and converted as every image is (:data:`graphseg._checks.IMAGE_FORMS`):
+    16-bit files keep their depth (divided by 65535), alpha is dropped, grey and palette images
+    become RGB."""
     from PIL import Image
 
     with Image.open(path) as handle:
-        array = np.asarray(handle.convert("RGB"))
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0
+        return _checks.as_image_batch(handle, f"image {os.fspath(path)}", channels=3)[0]
 
 
 def read_label_map(path: str | os.PathLike, size: tuple[int, int] | None = None) -> Tensor:

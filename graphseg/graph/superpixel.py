@@ -90,7 +90,8 @@ def superpixels(
     """Over-segments each image of a batch into superpixels.
 
     Args:
-        image: ``(B, 3, H, W)`` / ``(3, H, W)`` float in [0, 1], or an ``(H, W, 3)`` uint8 array.
+        image: ``(B, 3, H, W)`` / ``(3, H, W)`` float in [0, 1], or any image form of
+            docs/images.md.
         method: ``"slic"`` (k-means in Lab + position; Achanta et al., TPAMI 2012,
             DOI 10.1109/TPAMI.2012.120) or ``"felzenszwalb"`` (graph-based merging;
             Felzenszwalb & Huttenlocher, IJCV 2004, DOI 10.1023/B:VISI.0000022288.19776.77).
@@ -288,7 +289,8 @@ class SuperpixelGraph:
       features have no fixed scale), or the boundary strength (``"boundary"``, σ = 0.1).
 
     Args:
-        image: ``(B, 3, H, W)`` / ``(3, H, W)`` float in [0, 1], or an ``(H, W, 3)`` uint8 array.
+        image: ``(B, 3, H, W)`` / ``(3, H, W)`` float in [0, 1], or any image form of
+            docs/images.md.
         labels: ``(B, H, W)`` or ``(H, W)`` non-negative integer region labels; regions are
             renumbered 0..n_b−1 per image, keeping their order.
         features: optional ``(B, F, h, w)`` deep features (any resolution).
@@ -618,7 +620,8 @@ def superpixel_graph(
     """Over-segments a batch of images and builds its :class:`SuperpixelGraph`.
 
     Args:
-        image: ``(B, 3, H, W)`` / ``(3, H, W)`` float in [0, 1], or an ``(H, W, 3)`` uint8 array.
+        image: ``(B, 3, H, W)`` / ``(3, H, W)`` float in [0, 1], or any image form of
+            docs/images.md.
         n_segments, method, compactness, sigma, scale, min_size: the over-segmentation, see
             :func:`superpixels` (fast-slic runs SLIC when it is installed).
         features: optional ``(B, F, h, w)`` deep features pooled into the node features.

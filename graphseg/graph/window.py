@@ -351,10 +351,13 @@ class WindowGraph:
 
     def to_scipy(self, *, remove_zeros: bool = False):
         """The ``(N, N)`` adjacency as a ``scipy.sparse.csr_matrix`` (same layout as
-        :meth:`to_sparse_csr`)."""
+        :meth:`to_sparse_csr`); float16 and bfloat16 weights become float32, which SciPy
+        holds."""
         import scipy.sparse
 
         source, target, weight = self._edges(remove_zeros)
+        if weight.dtype in (torch.float16, torch.bfloat16):
+            weight = weight.float()
         return scipy.sparse.csr_matrix(
             (weight.detach().cpu().numpy(), source.cpu().numpy(),
              self._crow(target).cpu().numpy()),
@@ -497,8 +500,8 @@ def pixel_graph(
     - ``"cosine"``: :math:`\cos(c_i, c_j)`.
 
     Args:
-        image: ``(B, 3, H, W)`` or ``(3, H, W)`` float tensor in [0, 1], or an ``(H, W, 3)``
-            uint8 array (divided by 255).
+        image: ``(B, 3, H, W)`` or ``(3, H, W)`` float tensor in [0, 1], or any image form of
+            docs/images.md (a channel-last numpy array or PIL image, uint8 divided by 255).
         radius: window radius in pixels (ignored when ``offsets`` is given or for ``"rings"``).
         shape: offset family, see :func:`graphseg.window_offsets`.
         offsets: explicit ``(K, 2)`` offset table.

@@ -309,7 +309,7 @@ def dfr_kernel(image, features: Tensor, *, radius: int = DFR_RADIUS, shape: str 
     feature-consistency head learns, not a term the loss optimises.
 
     Args:
-        image: ``(B, 3, H', W')`` image in [0, 1] (or an ``(H, W, 3)`` uint8 array); resized
+        image: ``(B, 3, H', W')`` image in [0, 1] (or any image form of docs/images.md); resized
             (bilinear) to the feature resolution when its size differs.
         features: ``(B, d, H, W)`` output of the feature-consistency head (d = 128 in DFR).
         radius, shape, offsets: the window (default square, r = 5).

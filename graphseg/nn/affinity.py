@@ -132,8 +132,8 @@ class AffinityCNN(nn.Module):
         """The learned pixel graph of an image at the resolution of F_A (thesis Eq. 3.14).
 
         Args:
-            image: ``(B, 3, H, W)`` in [0, 1] (or ``(3, H, W)``, or an ``(H, W, 3)`` uint8
-                array).
+            image: ``(B, 3, H, W)`` in [0, 1] (or ``(3, H, W)``, or any image form of
+                docs/images.md).
             radius, shape: the window (paper: disk r = 5; official: square, r = 4 for boxes and
                 scribbles, 3 for image labels and points).
             offsets: explicit ``(K, 2)`` offsets instead of ``radius``/``shape``.

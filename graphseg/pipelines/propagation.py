@@ -173,7 +173,7 @@ def propagate_image(image, *, seeds=None, cams=None, method: str, preset: str | 
     """Class probabilities of one image from its seed map or its CAMs (see the module notes).
 
     Args:
-        image: ``(3, H, W)`` / ``(1, 3, H, W)`` float in [0, 1] or ``(H, W, 3)`` uint8.
+        image: ``(3, H, W)`` / ``(1, 3, H, W)`` float in [0, 1] or any image form of docs/images.md.
         seeds: ``(H, W)`` class ids, 255 = unknown; or
         cams: ``(C, h, w)`` float foreground activation maps (any resolution).
         method: one of :data:`PROPAGATE_METHODS`.

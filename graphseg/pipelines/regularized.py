@@ -51,7 +51,8 @@ def fit_regularized(image, seeds: Tensor, *, num_classes: int | None = None,
     returns its ``(C, H, W)`` class probabilities at image resolution.
 
     Args:
-        image: ``(3, H, W)`` / ``(1, 3, H, W)`` float in [0, 1] or an ``(H, W, 3)`` uint8 array.
+        image: one image: ``(3, H, W)`` / ``(1, 3, H, W)`` float in [0, 1], or any image
+            form of docs/images.md.
         seeds: ``(H, W)`` or ``(1, H, W)`` int64 seeds, 255 = unknown.
         num_classes: C (default: largest seed + 1).
         config: :class:`RegularizedConfig`.

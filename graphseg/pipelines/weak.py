@@ -467,7 +467,8 @@ def segment(image, labels: dict, *, weak: str, method: str | None = None,
     """Segments one image from its weak labels.
 
     Args:
-        image: ``(3, H, W)`` / ``(1, 3, H, W)`` float in [0, 1] or an ``(H, W, 3)`` uint8 array.
+        image: one image: ``(3, H, W)`` / ``(1, 3, H, W)`` float in [0, 1], or any image
+            form of docs/images.md.
         labels: the image's weak labels; only the entries of ``weak`` (:data:`LABEL_KEYS`)
             are read:
 

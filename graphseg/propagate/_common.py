@@ -19,10 +19,35 @@ IGNORE = 255
 SHOWN = 10  # missing classes listed in an error message
 
 
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def propagation_graph(graph, name: str = "graph") -> WindowGraph | EdgeGraph:
+    """The graph object of a propagation: weights in float32 at least (half precision cannot
+    resolve the small differences a propagation accumulates, and SciPy has neither float16 nor
+    bfloat16), and non-negative (a random walk, a harmonic solve or a spreading over negative
+    affinities gives no probabilities: NaN, values outside [0, 1], an indefinite Laplacian)."""
+    graph = as_graph(graph, name)
+    window = isinstance(graph, WindowGraph)
+    if graph.dtype in LOW_PRECISION:
+        graph = graph.to(torch.float32) if window else graph._with(graph.edge_weight.float())
+    weights = [graph.weight, graph.self_weight] if window else [graph.edge_weight]
+    weights = [w for w in weights if w is not None and w.numel()]
+    smallest = min((float(w.min()) for w in weights), default=0.0)
+    if smallest < 0:
+        raise ValueError(
+            f"{name} has negative weights (smallest {smallest:.3g}); propagation needs "
+            "non-negative affinities. A cosine kernel gives negative ones: set them to 0 as "
+            "A²GNN's attention does, e.g. WindowGraph(graph.weight.clamp_min(0), graph.offsets), "
+            "or use kernel='gaussian' / 'l1'")
+    return graph
+
+
 def node_values(graph, values, name: str) -> tuple[WindowGraph | EdgeGraph, Tensor, Callable]:
-    """Checks ``values`` against ``graph``; returns the graph object, the values in the 4-D
-    layout and a function that restores the caller's layout."""
-    graph = as_graph(graph)
+    """Checks ``values`` against ``graph``; returns the graph object (see
+    :func:`propagation_graph`), the values in the 4-D layout and a function that restores the
+    caller's layout."""
+    graph = propagation_graph(graph)
     if isinstance(graph, WindowGraph):
         _checks.check_tensor4d(name, values)
         _checks.same_batch(name, values, "graph weight", graph.weight)
@@ -41,9 +66,9 @@ def node_values(graph, values, name: str) -> tuple[WindowGraph | EdgeGraph, Tens
 def node_seeds(graph, seeds, name: str = "seeds") -> tuple[WindowGraph | EdgeGraph, Tensor,
                                                             Callable]:
     """Checks a seed map (int64, 255 = unknown): ``(B, H, W)`` for a pixel graph, ``(N,)`` for a
-    PyG graph. Returns the graph, the seeds as ``(B, H, W)`` / ``(1, N, 1)`` and the layout
-    restorer for class-valued outputs."""
-    graph = as_graph(graph)
+    PyG graph. Returns the graph (see :func:`propagation_graph`), the seeds as ``(B, H, W)`` /
+    ``(1, N, 1)`` and the layout restorer for class-valued outputs."""
+    graph = propagation_graph(graph)
     if not isinstance(seeds, Tensor):
         raise TypeError(f"{name} must be an int64 tensor, got {type(seeds).__name__}")
     if seeds.is_floating_point() or seeds.dtype == torch.bool:

@@ -29,7 +29,7 @@ def colour_posterior(image, seeds, *, num_classes: int | None = None, bins: int 
     that Grady adds to the random walker (CVPR 2005).
 
     Args:
-        image: ``(B, 3, H, W)`` float in [0, 1] (or ``(H, W, 3)`` uint8).
+        image: ``(B, 3, H, W)`` float in [0, 1] (or any image form of docs/images.md).
         seeds: ``(B, H, W)`` / ``(H, W)`` int64 class ids, 255 = unknown.
         num_classes: class count (default: largest seed + 1). A class with no seed pixels in an
             image gets a uniform histogram there.

@@ -116,8 +116,8 @@ def crf(
         measured in ``benchmarks/bench_propagation.py``.
 
     Args:
-        image: ``(B, 3, H, W)`` float in [0, 1] (or ``(H, W, 3)`` uint8).
-        probs: ``(B, C, H, W)`` class probabilities.
+        image: ``(B, 3, H, W)`` float in [0, 1] (or any image form of docs/images.md).
+        probs: ``(B, C, H, W)`` class probabilities (non-negative, summing to 1 per pixel).
         preset: ``"psa"`` = ``"paper"`` (10 iterations, smoothness s_xy 3 / weight 3,
             appearance s_xy 80, s_rgb 13, weight 10; the PSA and A²GNN-thesis settings) or
             ``"a2gnn"`` = ``"official"`` (the A²GNN code: 2 / 3 and 50 / 5 / 10).
@@ -144,6 +144,7 @@ def crf(
     _checks.same_batch("probs", probs, "image", image)
     if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not 0 < clip <= 1:
         raise ValueError(f"clip must be a number in (0, 1], got {clip!r}")
+    _checks.check_probabilities("probs", probs)
     image = image.to(probs.dtype)
     smooth, appearance = crf_kernels(image, smooth_sxy=settings["smooth_sxy"],
                                      app_sxy=settings["app_sxy"], app_srgb=settings["app_srgb"])

@@ -29,7 +29,7 @@ def random_walker_graph(image, *, beta: float = 130.0, eps: float = 1e-10) -> Wi
     :func:`harmonic` on this graph solves the same system.
 
     Args:
-        image: ``(B, C, H, W)`` / ``(C, H, W)`` float in [0, 1] or ``(H, W, 3)`` uint8.
+        image: ``(B, C, H, W)`` / ``(C, H, W)`` float in [0, 1] or any image form of docs/images.md.
     """
     image = _checks.as_image_batch(image, "image")
     _checks.check_positive("beta", beta)

@@ -71,9 +71,9 @@ def par(
     the ring neighbours (see :func:`par_affinity`).
 
     Args:
-        image: ``(B, 3, H, W)`` float in [0, 1] (or ``(H, W, 3)`` uint8).
-        masks: ``(B, C, h, w)`` scores; upsampled bilinearly (``align_corners=True``) to the image
-            size when smaller, as AFA does.
+        image: ``(B, 3, H, W)`` float in [0, 1] (or any image form of docs/images.md).
+        masks: ``(B, C, h, w)`` non-negative scores; upsampled bilinearly
+            (``align_corners=True``) to the image size when smaller, as AFA does.
         dilations: ring distances (AFA/ToCo: 1, 2, 4, 8, 12, 24).
         num_iter: iterations (10).
         w1, w2: the colour temperature and the weight of the position term (0.3, 0.01).
@@ -87,6 +87,9 @@ def par(
     """
     image = _checks.as_image_batch(image, "image")
     _checks.check_tensor4d("masks", masks)
+    if masks.numel() and float(masks.min()) < 0:
+        raise ValueError(f"masks must be non-negative scores (CAMs after ReLU, or "
+                         f"probabilities), got a value of {float(masks.min()):.4g}")
     if masks.shape[0] != image.shape[0]:
         raise ValueError(f"masks has batch size {masks.shape[0]} but image has {image.shape[0]}")
     _checks.check_positive("num_iter", num_iter, integer=True, allow_zero=True)

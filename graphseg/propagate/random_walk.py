@@ -18,7 +18,7 @@ from graphseg import _checks
 from graphseg.graph.edges import as_graph
 from graphseg.graph.offsets import window_offsets
 from graphseg.graph.window import WindowGraph
-from graphseg.propagate._common import node_values
+from graphseg.propagate._common import node_values, propagation_graph
 
 __all__ = [
     "RANDOM_WALK_PRESETS",
@@ -129,7 +129,7 @@ def _walk(graph, values: Tensor, beta: float, num_steps: int) -> Tensor:
 
 
 def _check_steps(beta, num_steps) -> None:
-    _checks.check_positive("beta", beta)
+    _checks.check_positive("beta", beta, finite=True)
     _checks.check_positive("num_steps", num_steps, integer=True, allow_zero=True)
 
 
@@ -197,6 +197,7 @@ def random_walk(
     if not isinstance(graph, WindowGraph):
         raise TypeError(f"preset={preset!r} needs a WindowGraph at feature resolution, got "
                         f"{type(graph).__name__}")
+    graph = propagation_graph(graph)
     cams = _checks.check_tensor4d("probs", probs)
     if cams.shape[0] != graph.batch_size:
         raise ValueError(f"probs has batch size {cams.shape[0]} but the graph has "

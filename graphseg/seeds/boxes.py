@@ -137,7 +137,7 @@ def grabcut_seeds(
     own size instead of the image's.
 
     Args:
-        image: ``(B, 3, H, W)`` float in [0, 1] or an ``(H, W, 3)`` uint8 array (RGB).
+        image: ``(B, 3, H, W)`` float in [0, 1] or any image form of docs/images.md.
         boxes: one list of ``{"cls", "box"}`` dicts per image (a flat list for one image).
         iterations: GrabCut iterations.
         padding: pixels added around each box for the sure-background line.

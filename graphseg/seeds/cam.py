@@ -44,7 +44,7 @@ def multiscale_cam(
     Args:
         cam_fn: maps a ``(B, 3, h, w)`` image to ``(B, C, h', w')`` activation maps. Apply any
             colour normalisation the network needs inside it.
-        image: ``(B, 3, H, W)`` float in [0, 1] or an ``(H, W, 3)`` uint8 array.
+        image: ``(B, 3, H, W)`` float in [0, 1], or any image form of docs/images.md.
         scales: resize factors.
         flip: also run on the horizontally mirrored copies.
 

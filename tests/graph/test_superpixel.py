@@ -288,8 +288,8 @@ def test_bad_inputs_name_the_argument(blobs):
         SuperpixelGraph(image, labels, features=torch.rand(2, 4, 3, 3))
     with pytest.raises(ValueError, match="n_segments applies to method='slic' only"):
         superpixels(image, method="felzenszwalb", n_segments=10)
-    with pytest.raises(ValueError, match="image must have 3 channels"):
-        superpixels(torch.rand(1, 4, 8, 8))
+    with pytest.raises(ValueError, match="image must have 1, 3 or 4 channels"):
+        superpixels(torch.rand(1, 2, 8, 8))
     graph = SuperpixelGraph(image, labels)
     with pytest.raises(ValueError, match=r"values must have shape \(1, C, 12, 13\)"):
         graph.pool(torch.rand(1, 3, 12, 12))
