@@ -253,31 +253,48 @@ def _summary(args, text: str, record: dict, failures) -> int:
 
 
 def _graph(args) -> int:
+    from collections import Counter
     from pathlib import Path
 
+    from graphseg._checks import check_choice, check_positive
+    from graphseg._io import output_folder
     from graphseg.data import read_image
-    from graphseg.graph import pixel_graph, save_graph, superpixel_graph
+    from graphseg.graph import pixel_graph, save_graph, superpixel_graph, window_offsets
+    from graphseg.graph.window import KERNELS
     from graphseg.pipelines import load_affinity
     from graphseg.pipelines._runner import for_each_sample
 
-    if args.format == "window" and args.superpixels:
-        raise ValueError("--format window holds pixel graphs only; drop --superpixels or use "
-                         "--format pyg or npz")
-    if args.checkpoint and args.superpixels:
-        raise ValueError("--checkpoint builds learned pixel graphs; drop --superpixels")
+    if args.superpixels is not None:
+        check_positive("--superpixels", args.superpixels, integer=True)
+        if args.format == "window":
+            raise ValueError("--format window holds pixel graphs only; drop --superpixels or "
+                             "use --format pyg or npz")
+        if args.checkpoint:
+            raise ValueError("--checkpoint builds learned pixel graphs; drop --superpixels")
+    else:
+        window_offsets(args.radius, args.shape)  # checks --radius and --shape
+        check_choice("--kernel", args.kernel, KERNELS)
+        check_positive("--sigma-xy", args.sigma_xy)
+        check_positive("--sigma-rgb", args.sigma_rgb)
+    names = [Path(name).stem for name in args.images]
+    clashes = sorted(name for name, count in Counter(names).items() if count > 1)
+    if clashes:
+        sharing = [path for path in args.images if Path(path).stem in clashes]
+        raise ValueError(f"images {sharing[:6]} share the names {clashes[:3]}: each would "
+                         "write the same graph file; convert them into separate --out folders")
     model = load_affinity(args.checkpoint) if args.checkpoint else None
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(args.out, "--out")
     suffix = ".npz" if args.format == "npz" else ".pt"
 
     class Files:
-        names = [Path(name).stem for name in args.images]
+        def __init__(self):
+            self.names = names
 
         def __len__(self):
             return len(args.images)
 
         def __getitem__(self, index):
-            return {"name": self.names[index], "image": read_image(args.images[index])}
+            return {"name": names[index], "image": read_image(args.images[index])}
 
     def convert(name: str, sample: dict) -> None:
         image = sample["image"]
@@ -294,7 +311,8 @@ def _graph(args) -> int:
                                 sigma_rgb=args.sigma_rgb)
         save_graph(graph, out / (name + suffix), format=args.format)
 
-    failures = for_each_sample(Files(), convert, desc="graph", progress=not args.quiet)
+    failures = for_each_sample(Files(), convert, desc="graph", progress=not args.quiet,
+                               outputs=lambda name: [out / (name + suffix)])
     done = len(args.images) - len(failures)
     return _summary(args, f"wrote {done} of {len(args.images)} graphs into {out}",
                     {"items": len(args.images), "succeeded": done, "out": str(out)}, failures)
@@ -362,9 +380,11 @@ def _ranks():
 def _train_affinity(args) -> int:
     import dataclasses
 
+    from graphseg._io import output_file
     from graphseg.pipelines import SETTINGS, train_affinity_dataset
 
     weak = _WEAK[args.weak]
+    output_file(args.out, "--out")
     dataset = _folder(args, weak)
     settings = dataclasses.replace(SETTINGS[weak], affinity_size=args.size)
     with _ranks() as (rank, world):
@@ -502,13 +522,35 @@ _COMMANDS = {"demo": _demo, "segment": _segment, "evaluate": _evaluate,
              "pseudo-labels": _propagate, "bench": _bench}
 
 
+class _Stopped(BaseException):
+    """SIGTERM, raised where the process is so that ``finally`` blocks and the atomic writers
+    remove their temporary files."""
+
+
+def _stop(signum, frame) -> None:
+    raise _Stopped
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
     args = _parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _stop)
     try:
         return _COMMANDS[args.command](args)
     except (ValueError, TypeError, OSError, KeyError) as exc:
         print(f"graphseg {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"graphseg {args.command}: interrupted; files written so far are complete "
+              "(--resume continues)", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except _Stopped:
+        print(f"graphseg {args.command}: terminated; files written so far are complete "
+              "(--resume continues)", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+from PIL import Image
 from scenes import write_scene_set
 
 from graphseg._io import atomic_path
@@ -447,3 +448,216 @@ def test_help_of_the_new_commands(command, capsys):
     assert exit_info.value.code == 0
     help_text = capsys.readouterr().out
     assert f"example: graphseg {command}" in help_text and "--json" in help_text
+
+
+# --- what a new user runs into: wrong options, damaged outputs, clashing names, signals ------
+
+def _annotated_set(tmp_path, num_classes, cls):
+    """The generated set with its points relabelled: foreground class ``cls``."""
+    import json
+
+    root = write_scene_set(tmp_path / "set")
+    document = json.loads((root / "annotations.json").read_text())
+    document["num_classes"] = num_classes
+    for entry in document["images"].values():
+        for point in entry["points"]:
+            point["cls"] = cls if point["cls"] else 0
+    (root / "annotations.json").write_text(json.dumps(document))
+    return root
+
+
+def test_more_classes_than_a_png_holds_is_refused_up_front(tmp_path, capsys):
+    root = _annotated_set(tmp_path, 301, 300)
+    out = tmp_path / "out"
+    assert main(_segment_args(root, out, "--weak", "points")) == 2
+    assert "num_classes is 301" in capsys.readouterr().err
+    assert not out.exists() or os.listdir(out) == []
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--radius", "0"], "radius must be > 0"),
+    (["--shape", "foo"], "shape must be one of"),
+    (["--kernel", "bilateral"], "--kernel must be one of"),
+    (["--superpixels", "0"], "--superpixels must be > 0"),  # wrote a pixel graph
+    (["--sigma-rgb", "-1"], "--sigma-rgb must be > 0"),
+])
+def test_graph_options_are_usage_errors_before_any_image(tmp_path, capsys, args, message):
+    root = write_scene_set(tmp_path / "set", count=1)
+    out = tmp_path / "graphs"
+    assert main(["graph", str(root / "images" / "img0.png"), "--out", str(out), "--quiet",
+                 *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_graph_refuses_images_that_share_a_name(tmp_path, capsys):
+    root = write_scene_set(tmp_path / "set", count=2)
+    for folder in ("dupA", "dupB"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "x.png").write_bytes((root / "images" / "img0.png").read_bytes())
+    out = tmp_path / "graphs"
+    assert main(["graph", str(tmp_path / "dupA" / "x.png"), str(tmp_path / "dupB" / "x.png"),
+                 "--out", str(out), "--quiet"]) == 2
+    assert "share the names ['x']" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_an_ambiguous_image_name_fails_alone(tmp_path, capsys):
+    from scenes import write_seed_maps
+
+    root = write_seed_maps(write_scene_set(tmp_path / "set"))
+    with Image.open(root / "images" / "img1.png") as image:
+        image.convert("RGB").save(root / "images" / "img1.jpg")
+    out = tmp_path / "out"
+    assert main(_propagate_args("pseudo-labels", root, out, "--seeds", str(root / "seeds"),
+                                "--method", "harmonic")) == 1
+    captured = capsys.readouterr()
+    assert "image name 'img1' is ambiguous: img1.jpg, img1.png" in captured.err
+    assert sorted(os.listdir(out)) == ["img0.png", "img2.png"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--stride", "0"], "stride must be > 0"),
+    (["--num-classes", "0"], "num_classes must be > 0"),
+    (["--num-classes", "300"], "num_classes is 300"),
+    (["--radius", "0"], "radius must be > 0"),
+    (["--sigma-xy", "0"], "sigma_xy must be > 0"),
+])
+def test_propagate_options_are_usage_errors_before_any_image(tmp_path, capsys, args, message):
+    from scenes import write_seed_maps
+
+    root = write_seed_maps(write_scene_set(tmp_path / "set"))
+    out = tmp_path / "out"
+    assert main(_propagate_args("propagate", root, out, "--seeds", str(root / "seeds"),
+                                "--method", "random-walk", *args)) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists() or os.listdir(out) == []
+
+
+def test_output_paths_that_cannot_be_written_are_usage_errors(tmp_path, capsys):
+    from scenes import write_seed_maps
+
+    root = write_seed_maps(write_scene_set(tmp_path / "set"))
+    (tmp_path / "a-file").write_text("x")
+    assert main(_propagate_args("propagate", root, tmp_path / "out", "--seeds",
+                                str(root / "seeds"), "--method", "harmonic", "--figures",
+                                str(tmp_path / "a-file"))) == 2
+    err = capsys.readouterr().err
+    assert "figures" in err and "is a file, not a folder" in err
+    assert main(_train_args(root, tmp_path, "--weak", "box")) == 2  # --out is a folder
+    err = capsys.readouterr().err
+    assert "is a folder; give a file name" in err and ".tmp-" not in err
+
+
+def test_segment_with_a_file_that_is_not_a_checkpoint(tmp_path, capsys):
+    root = write_scene_set(tmp_path / "set", count=1)
+    (tmp_path / "text.pt").write_text("101 not a checkpoint\n")
+    assert main(_segment_args(root, tmp_path / "out", "--weak", "box", "--method", "a2gnn",
+                              "--checkpoint", str(tmp_path / "text.pt"))) == 2
+    err = capsys.readouterr().err
+    assert "text.pt is not a graphseg affinity checkpoint" in err and "error: 101" not in err
+
+
+def test_resume_redoes_damaged_and_incomplete_outputs(tmp_path, capsys):
+    import numpy as np
+    from scenes import write_seed_maps
+
+    root = write_seed_maps(write_scene_set(tmp_path / "set"))
+    out = tmp_path / "out"
+    args = ("--seeds", str(root / "seeds"), "--method", "harmonic")
+    assert main(_propagate_args("pseudo-labels", root, out, *args)) == 0
+    whole = (out / "img0.png").read_bytes()
+    (out / "img1.png").write_bytes(whole[: len(whole) // 2])  # truncated
+    (out / "img2.png").write_bytes(b"")
+    stamp = (out / "img0.png").stat().st_mtime_ns
+    (out / ".img0.tmp-deadbeef.png").write_bytes(b"left by a killed run")
+    assert main(_propagate_args("pseudo-labels", root, out, *args, "--resume")) == 0
+    assert (out / "img0.png").stat().st_mtime_ns == stamp  # whole: kept
+    assert sorted(os.listdir(out)) == ["img0.png", "img1.png", "img2.png"]
+    with Image.open(out / "img1.png") as image:
+        image.load()
+    # asked for probabilities now: every image runs again and gets its .npy
+    assert main(_propagate_args("pseudo-labels", root, out, *args, "--resume",
+                                "--probabilities", "npy")) == 0
+    assert sorted(os.listdir(out)) == sorted(f"img{i}{s}" for i in range(3)
+                                             for s in (".npy", ".png"))
+    assert np.load(out / "img2.npy").shape == (2, 40, 48)
+    capsys.readouterr()
+
+
+def test_label_spreading_takes_class_ids_with_gaps(tmp_path, capsys):
+    import numpy as np
+    from scenes import write_seed_maps
+
+    root = write_seed_maps(write_scene_set(tmp_path / "set"))
+    for path in (root / "seeds").iterdir():  # VOC-like ids: background 0 and horse 13
+        with Image.open(path) as image:
+            seeds = np.asarray(image).copy()
+        seeds[seeds == 1] = 13
+        Image.fromarray(seeds).save(path)
+    out = tmp_path / "out"
+    assert main(_propagate_args("propagate", root, out, "--seeds", str(root / "seeds"),
+                                "--method", "label-spreading")) == 0
+    with Image.open(out / "img0.png") as pred, Image.open(root / "masks" / "img0.png") as mask:
+        assert (np.asarray(pred) == np.asarray(mask) * 13).mean() > 0.95
+    probs = np.load(out / "img0.npy")
+    assert probs.shape == (14, 40, 48) and np.allclose(probs.sum(0), 1, atol=1e-5)
+
+
+def test_cams_saved_channel_last_are_named_as_such(tmp_path, capsys):
+    import numpy as np
+
+    root = write_scene_set(tmp_path / "set", count=1)
+    cams = np.load(root / "cams" / "img0.npy")
+    np.save(root / "cams" / "img0.npy", np.moveaxis(np.concatenate([cams] * 3), 0, -1))
+    assert main(_propagate_args("propagate", root, tmp_path / "out", "--cams",
+                                str(root / "cams"), "--method", "crf")) == 1
+    assert "looks channel-last (h, w, C)" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_255_in_a_prediction_and_names_both_maps(tmp_path, capsys):
+    import numpy as np
+
+    root = write_scene_set(tmp_path / "set", count=1)
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    with Image.open(root / "masks" / "img0.png") as mask:
+        truth = np.asarray(mask)
+    Image.fromarray(np.where(truth == 1, 255, 0).astype(np.uint8)).save(pred / "img0.png")
+    # the object painted 255 used to score foreground IoU 1.0
+    assert main(["evaluate", "--pred", str(pred), "--masks", str(root / "masks")]) == 2
+    assert "holds the value 255, which is not a class id" in capsys.readouterr().err
+    Image.fromarray(truth[:, :-1]).save(pred / "img0.png")
+    assert main(["evaluate", "--pred", str(pred), "--masks", str(root / "masks")]) == 2
+    err = capsys.readouterr().err
+    assert "prediction" in err and "its ground truth has size 40x48" in err
+
+
+def test_sigterm_leaves_complete_files_and_one_line(tmp_path):
+    import signal
+    import time
+
+    from scenes import write_seed_maps
+
+    root = write_seed_maps(write_scene_set(tmp_path / "set"))
+    images = root / "images"
+    for i in range(3, 40):  # enough images that the run is still going when stopped
+        (images / f"img{i}.png").write_bytes((images / "img0.png").read_bytes())
+        (root / "seeds" / f"img{i}.png").write_bytes((root / "seeds" / "img0.png").read_bytes())
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "graphseg", *_propagate_args(
+            "pseudo-labels", root, out, "--seeds", str(root / "seeds"), "--method", "crf")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out.exists() and len(os.listdir(out)) >= 2) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stdout + stderr
+    assert "terminated" in stderr and "Traceback" not in stderr
+    names = os.listdir(out)
+    assert names and all(not n.startswith(".") for n in names)
+    for name in names:
+        with Image.open(out / name) as image:
+            image.load()

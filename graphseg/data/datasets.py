@@ -68,20 +68,43 @@ def read_image(path: str | os.PathLike) -> Tensor:
         return _checks.as_image_batch(handle, f"image {os.fspath(path)}", channels=3)[0]
 
 
-def read_label_map(path: str | os.PathLike, size: tuple[int, int] | None = None) -> Tensor:
+def read_label_map(path: str | os.PathLike, size: tuple[int, int] | None = None, *,
+                   what: str = "mask", reference: str = "its image") -> Tensor:
     """A PNG of uint8 class ids (palette or grey) as an ``(H, W)`` int64 tensor; ``size``
-    (H, W), when given, must match."""
+    (H, W), when given, must match. ``what`` and ``reference`` name the map and the source of
+    ``size`` in error messages (e.g. ``"prediction"``, ``"its ground truth"``)."""
     from PIL import Image
 
     with Image.open(path) as handle:
         if handle.mode not in ("P", "L"):
-            raise ValueError(f"mask {path} must be a palette (P) or grey (L) PNG of class ids, "
+            raise ValueError(f"{what} {path} must be a palette (P) or grey (L) PNG of class ids, "
                              f"got mode {handle.mode}")
         array = np.asarray(handle)
     if size is not None and array.shape != tuple(size):
-        raise ValueError(f"mask {path} has size {array.shape[0]}x{array.shape[1]} but its "
-                         f"image has size {size[0]}x{size[1]} (HxW)")
+        raise ValueError(f"{what} {path} has size {array.shape[0]}x{array.shape[1]} but "
+                         f"{reference} has size {size[0]}x{size[1]} (HxW)")
     return torch.from_numpy(array.astype(np.int64))
+
+
+def image_files(folder: Path) -> dict[str, Path | list[Path]]:
+    """The image files of a folder by name (stem); a name that two files share (``a.png`` and
+    ``a.jpg``) maps to the list of both, which :func:`image_file` refuses."""
+    files: dict[str, Path | list[Path]] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            known = files.get(path.stem)
+            files[path.stem] = path if known is None else [
+                *(known if isinstance(known, list) else [known]), path]
+    return files
+
+
+def image_file(files: dict, name: str) -> Path:
+    """The file of ``name`` in :func:`image_files`, refusing an ambiguous name."""
+    path = files[name]
+    if isinstance(path, list):
+        raise ValueError(f"image name {name!r} is ambiguous: "
+                         f"{', '.join(p.name for p in path)} share it; keep one of them")
+    return path
 
 
 def _read_npy(path: str | os.PathLike, what: str, shape: str) -> Tensor:
@@ -229,13 +252,10 @@ class SegmentationFolder(_WeakLabelDataset):
         # only the asked kinds are kept: later code cannot reach the others
         self._labels = {n: {kind: copy.deepcopy(entries[n].get(self._KEYS[kind], []))
                             for kind in self.weak} for n in available}
-        self._files = {}
         image_dir = Path(images) if images else self.root / "images"
         if not image_dir.is_dir():
             raise FileNotFoundError(f"{image_dir} does not exist")
-        for path in image_dir.iterdir():
-            if path.suffix.lower() in IMAGE_SUFFIXES:
-                self._files[path.stem] = path
+        self._files = image_files(image_dir)
         missing = [n for n in available if n not in self._files]
         if missing:
             raise FileNotFoundError(f"{image_dir} lacks the images {missing[:5]} listed in "
@@ -265,7 +285,7 @@ class SegmentationFolder(_WeakLabelDataset):
         return entries
 
     def _image_path(self, name: str) -> Path:
-        return self._files[name]
+        return image_file(self._files, name)
 
     def _mask_path(self, name: str) -> Path:
         return self._mask_dir / f"{name}.png"
@@ -389,8 +409,7 @@ class PropagationFolder(Dataset):
                 if not Path(folder).is_dir():
                     raise FileNotFoundError(f"{key} folder {folder} does not exist")
                 self._folders[key] = Path(folder)
-        self._files = {path.stem: path for path in image_dir.iterdir()
-                       if path.suffix.lower() in IMAGE_SUFFIXES}
+        self._files = image_files(image_dir)
         self.names = sorted(self._files) if names is None else list(names)
         unknown = [n for n in self.names if n not in self._files]
         if unknown:
@@ -403,11 +422,11 @@ class PropagationFolder(Dataset):
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} images")
         name = self.names[index]
-        image = read_image(self._files[name])
+        image = read_image(image_file(self._files, name))
         sample = {"name": name, "image": image}
         if "seeds" in self._folders:
             sample["seeds"] = read_label_map(self._folders["seeds"] / f"{name}.png",
-                                             tuple(image.shape[1:]))
+                                             tuple(image.shape[1:]), what="seed map")
         if "cams" in self._folders:
             sample["cams"] = read_cams(self._folders["cams"] / f"{name}.npy")
         if "boundary" in self._folders:

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from graphseg import _checks
-from graphseg._io import atomic_path
+from graphseg._io import atomic_path, load_state
 from graphseg.graph.superpixel import SuperpixelGraph
 from graphseg.graph.window import WindowGraph
 
@@ -90,20 +90,36 @@ def save_graph(graph, path: str | os.PathLike, *, format: str | None = None) -> 
 def load_graph(path: str | os.PathLike):
     """Reads a file of :func:`save_graph`: a PyG ``Data`` (``"pyg"``, ``"npz"``) or a
     :class:`~graphseg.WindowGraph` (``"window"``). ``.pt`` files load with
-    ``weights_only=True``."""
+    ``weights_only=True``; any other file is refused with a ``ValueError`` that says why."""
     from torch_geometric.data import Data
 
     path = Path(path)
+    what = "graph file written by graphseg.save_graph"
     if path.suffix == ".npz":
-        with np.load(path) as arrays:
-            state = {key: torch.from_numpy(arrays[key]) for key in arrays.files}
+        if not path.is_file():
+            raise FileNotFoundError(f"{what} {path} does not exist")
+        try:
+            with np.load(path, allow_pickle=False) as arrays:
+                state = {key: torch.from_numpy(arrays[key]) for key in arrays.files}
+        except Exception as error:  # zip, header and pickle errors alike
+            raise ValueError(f"{path} is not a {what}: NumPy could not read it "
+                             f"({type(error).__name__}: {error})") from None
+        if "num_nodes" not in state or "edge_index" not in state:
+            raise ValueError(f"{path} is not a {what}: it lacks num_nodes or edge_index "
+                             f"(holds {sorted(state)})")
         num_nodes = int(state.pop("num_nodes"))
         return Data(num_nodes=num_nodes, **state)
-    state = torch.load(path, weights_only=True)
-    if not isinstance(state, dict) or state.get("kind") != _KIND:
-        raise ValueError(f"{path} is not a graph file written by graphseg.save_graph")
-    if state["format"] == "window":
-        return WindowGraph(state["weight"], state["offsets"],
-                           self_weight=state.get("self_weight"), x=state.get("x"))
-    fields = {key: value for key, value in state.items() if key not in ("kind", "format")}
-    return Data(**fields)
+    state = load_state(path, what)
+    if state.get("kind") != _KIND or state.get("format") not in ("pyg", "window"):
+        raise ValueError(f"{path} is not a {what}: its 'kind' and 'format' entries are "
+                         f"{state.get('kind')!r} and {state.get('format')!r}")
+    try:
+        if state["format"] == "window":
+            return WindowGraph(state["weight"], state["offsets"],
+                               self_weight=state.get("self_weight"), x=state.get("x"))
+        fields = {key: value for key, value in state.items() if key not in ("kind", "format")}
+        if not isinstance(fields.get("edge_index"), Tensor):
+            raise ValueError("it has no edge_index tensor")
+        return Data(**fields)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{path} is not a valid {what}: {error}") from None

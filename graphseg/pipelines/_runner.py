@@ -5,8 +5,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from tqdm.auto import tqdm
+
+from graphseg._io import readable, remove_temporaries
 
 __all__ = ["ITEM_ERRORS", "Failure", "check_shard", "for_each_sample", "gather_failures",
            "shard_indices"]
@@ -49,12 +52,17 @@ def shard_indices(length: int, shard: tuple[int, int]) -> list[int]:
 
 def for_each_sample(dataset, process: Callable[[str, dict], None], *, desc: str,
                     shard: tuple[int, int] = (0, 1), progress: bool = True,
-                    done: Callable[[str], bool] | None = None) -> list[Failure]:
+                    outputs: Callable[[str], list[Path]] | None = None,
+                    resume: bool = False) -> list[Failure]:
     """Calls ``process(name, sample)`` on the samples of ``dataset`` in ``shard``.
 
-    A sample whose ``done(name)`` is true is skipped without being read (resume). An image whose
-    reading or processing raises one of :data:`ITEM_ERRORS` is reported on the progress bar's
-    stream on stderr and recorded; the others are still processed.
+    ``outputs(name)`` lists the files that processing ``name`` writes. Before the loop, the
+    temporary files that an interrupted run left beside them are removed; with ``resume``, a
+    sample whose every output exists and reads back whole (:func:`graphseg._io.readable`) is
+    skipped without being read — a truncated file, or an output the earlier run was not asked
+    for, makes it run again. An image whose reading or processing raises one of
+    :data:`ITEM_ERRORS` is reported on the progress bar's stream on stderr and recorded; the
+    others are still processed.
 
     Returns:
         The failures, in order.
@@ -62,11 +70,18 @@ def for_each_sample(dataset, process: Callable[[str, dict], None], *, desc: str,
     shard_index, shard_count = check_shard(shard)
     names = getattr(dataset, "names", None)
     where = f" [shard {shard_index + 1}/{shard_count}]" if shard_count > 1 else ""
+    indices = shard_indices(len(dataset), shard)
+
+    def name_of(index: int) -> str:
+        return names[index] if names is not None else str(index)
+
+    if outputs is not None:
+        remove_temporaries(path for index in indices for path in outputs(name_of(index)))
     failures: list[Failure] = []
-    bar = tqdm(shard_indices(len(dataset), shard), desc=desc + where, disable=not progress)
+    bar = tqdm(indices, desc=desc + where, disable=not progress)
     for index in bar:
-        name = names[index] if names is not None else str(index)
-        if done is not None and done(name):
+        name = name_of(index)
+        if resume and outputs is not None and all(readable(p) for p in outputs(name)):
             continue
         try:
             sample = dataset[index]

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from graphseg import _checks
-from graphseg._io import atomic_path
+from graphseg._io import atomic_path, load_state
 from graphseg.graph.offsets import window_offsets
 from graphseg.graph.superpixel import superpixels
 from graphseg.graph.window import WindowGraph, pixel_graph
@@ -308,13 +308,18 @@ def ial_em(image, seeds: Tensor, *, num_classes: int | None = None,
         start = 0
         path = None if checkpoint is None else Path(checkpoint)
         if path is not None and path.exists():
-            state = torch.load(path, weights_only=True)
-            unary.load_state_dict(state["unary"])
-            pairwise.load_state_dict(state["pairwise"])
-            reports = [RoundReport(i, float(row[0]), None if row[1] < 0 else float(row[1]),
-                                   None if row[2] < 0 else float(row[2]), float(row[3]))
-                       for i, row in enumerate(state["reports"])]
-            start = int(state["round"]) + 1
+            what = "checkpoint of ial_em"
+            state = load_state(path, what)
+            try:
+                unary.load_state_dict(state["unary"])
+                pairwise.load_state_dict(state["pairwise"])
+                reports = [RoundReport(i, float(row[0]), None if row[1] < 0 else float(row[1]),
+                                       None if row[2] < 0 else float(row[2]), float(row[3]))
+                           for i, row in enumerate(state["reports"])]
+                start = int(state["round"]) + 1
+            except (KeyError, RuntimeError, TypeError, IndexError) as error:
+                raise ValueError(f"{path} is not a {what} of this configuration: "
+                                 f"{type(error).__name__}: {error}") from None
         else:
             _fit_unary(unary, small, grid_seeds, config.unary_steps, config.lr)
         target = _comembership(regions, window_offsets(config.radius, "disk"))

@@ -29,6 +29,7 @@ The pixel graph (all methods but PAR and the CRF) is the colour + position Gauss
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from pathlib import Path
@@ -39,8 +40,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from graphseg import _checks
-from graphseg._io import atomic_path, write_label_png
+from graphseg._io import atomic_path, check_png_classes, output_folder, write_label_png
 from graphseg.figures import save_result_figure
+from graphseg.graph.offsets import window_offsets
 from graphseg.graph.window import pixel_graph
 from graphseg.pipelines._runner import Failure, for_each_sample
 from graphseg.pipelines.ial import single_image
@@ -57,7 +59,7 @@ from graphseg.propagate import (
     par,
     random_walk,
 )
-from graphseg.seeds import add_background, normalize_cam, topk_seeds
+from graphseg.seeds import add_background, check_cam_layout, normalize_cam, topk_seeds
 
 __all__ = ["PROPAGATE_METHODS", "PROBABILITY_FORMATS", "propagate_dataset", "propagate_image"]
 
@@ -88,17 +90,11 @@ def _seed_map(seeds, height: int, width: int, num_classes: int | None) -> tuple[
     return seeds, num_classes
 
 
-def _cam_maps(cams, height: int, width: int) -> Tensor:
-    """``(1, C, H, W)`` max-normalised foreground maps at image size."""
-    if isinstance(cams, np.ndarray):
-        cams = torch.from_numpy(np.ascontiguousarray(cams))
-    if not isinstance(cams, Tensor) or cams.dim() != 3 or not cams.is_floating_point():
-        raise ValueError("cams must be a float (C, h, w) array of foreground class activation "
-                         f"maps, got {_checks._describe(cams)}")
-    cams = _checks.check_tensor4d("cams", cams[None].float())
-    if cams.shape[1] == 0:
-        raise ValueError("cams must hold at least one foreground map, got 0 channels")
-    cams = F.interpolate(cams, size=(height, width), mode="bilinear", align_corners=False)
+def _cam_maps(cams, height: int, width: int, num_classes: int | None = None) -> Tensor:
+    """``(1, C, H, W)`` max-normalised foreground maps at image size, after
+    :func:`graphseg.seeds.check_cam_layout`."""
+    cams = check_cam_layout(cams, height, width, num_classes=num_classes)
+    cams = F.interpolate(cams[None], size=(height, width), mode="bilinear", align_corners=False)
     return normalize_cam(cams)
 
 
@@ -125,6 +121,41 @@ def _one_hot(seeds: Tensor, num_classes: int) -> Tensor:
     known = seeds != UNKNOWN
     onehot = F.one_hot(torch.where(known, seeds, 0), num_classes).permute(0, 3, 1, 2)
     return (onehot * known[:, None]).float()
+
+
+def _seeded_classes(solve, seeds: Tensor, num_classes: int) -> Tensor:
+    """``(1, K, H, W)`` probabilities from ``solve(local_seeds, k)`` run on the k classes that
+    have seeds, renumbered 0..k-1 (ids with gaps, such as VOC's {0, 13}, included); the other
+    classes get probability 0."""
+    present, local = _present(seeds)
+    probs = torch.zeros(1, num_classes, *seeds.shape[1:])
+    probs[:, present] = solve(local, len(present)).clamp_min(0)
+    return _normalised(probs)
+
+
+def _check_options(method: str, *, preset, num_classes, radius, sigma_xy, sigma_rgb, stride,
+                   beta, num_steps) -> None:
+    """The options of :func:`propagate_image`, checked once before any image is read."""
+    _checks.check_choice("method", method, PROPAGATE_METHODS)
+    if preset is not None:
+        _checks.check_choice("preset", preset, tuple(RANDOM_WALK_PRESETS))
+        if method == "crf" and preset not in CRF_PRESETS:
+            raise ValueError(f"the CRF has the presets 'psa' and 'a2gnn', got {preset!r}")
+    if num_classes is not None:
+        _checks.check_positive("num_classes", num_classes, integer=True)
+    window_offsets(radius, "disk")  # checks the radius
+    _checks.check_positive("sigma_xy", sigma_xy)
+    _checks.check_positive("sigma_rgb", sigma_rgb)
+    for name, value in (("stride", stride), ("num_steps", num_steps)):
+        if value is not None:
+            _checks.check_positive(name, value, integer=True, allow_zero=name == "num_steps")
+            if method != "random-walk":
+                raise ValueError(f"{name} applies to method 'random-walk', got method "
+                                 f"{method!r}")
+    if beta is not None:
+        _checks.check_positive("beta", beta, finite=True)
+        if method != "random-walk":
+            raise ValueError(f"beta applies to method 'random-walk', got method {method!r}")
 
 
 def _grid(height: int, width: int, stride: int) -> tuple[int, int]:
@@ -180,10 +211,13 @@ def propagate_image(image, *, seeds=None, cams=None, method: str, preset: str | 
         preset: ``"psa"``, ``"irn"`` or ``"a2gnn"``: the random walk of CAMs (``irn`` needs
             ``boundary``), the CRF's parameters (``psa``, ``a2gnn``), and the CAMs'
             background. Seeds take no preset.
-        num_classes: class count of a seed map (default: largest seed + 1).
+        num_classes: class count: of a seed map (default: largest seed + 1; classes
+            without seeds get probability 0), or of CAMs, which must then hold
+            ``num_classes - 1`` maps.
         radius, sigma_xy, sigma_rgb: the pixel graph's window and Gaussian bandwidths (colour
             in [0, 1]).
-        stride: grid of the random walk (default: the preset's, 4 otherwise).
+        stride: grid of the random walk (default: the preset's, 4 otherwise), below the
+            image's longer side.
         beta, num_steps: override the random walk's β and t.
         boundary: ``(h, w)`` class-boundary map in [0, 1] for ``preset="irn"``.
 
@@ -191,26 +225,26 @@ def propagate_image(image, *, seeds=None, cams=None, method: str, preset: str | 
         ``(1, K, H, W)`` probabilities summing to 1 per pixel: K = ``num_classes`` for seeds,
         C + 1 (background first) for CAMs.
     """
-    _checks.check_choice("method", method, PROPAGATE_METHODS)
+    _check_options(method, preset=preset, num_classes=num_classes, radius=radius,
+                   sigma_xy=sigma_xy, sigma_rgb=sigma_rgb, stride=stride, beta=beta,
+                   num_steps=num_steps)
     if (seeds is None) == (cams is None):
         raise ValueError("give exactly one of seeds (a (H, W) seed map) and cams (a (C, h, w) "
                          "array of class activation maps)")
-    if preset is not None:
-        _checks.check_choice("preset", preset, tuple(RANDOM_WALK_PRESETS))
-        if seeds is not None:
-            raise ValueError(f"preset {preset!r} applies to cams; seeds take no preset")
-        if method == "crf" and preset not in CRF_PRESETS:
-            raise ValueError(f"the CRF has the presets 'psa' and 'a2gnn', got {preset!r}")
-    if stride is not None:
-        _checks.check_positive("stride", stride, integer=True)
+    if preset is not None and seeds is not None:
+        raise ValueError(f"preset {preset!r} applies to cams; seeds take no preset")
     image = single_image(image)
     height, width = image.shape[2:]
+    if stride is not None and stride >= max(height, width):
+        raise ValueError(f"stride={stride} leaves a 1x1 grid of the {height}x{width} (HxW) "
+                         f"image, on which nothing can walk: use a stride below "
+                         f"{max(height, width)}")
     graph_options = {"radius": radius, "sigma_xy": sigma_xy, "sigma_rgb": sigma_rgb}
     if seeds is not None:
         seeds, num_classes = _seed_map(seeds, height, width, num_classes)
         probs = None
     else:
-        cams = _cam_maps(cams, height, width)
+        cams = _cam_maps(cams, height, width, num_classes)
         probs = _cam_probs(cams, preset)
         num_classes = probs.shape[1]
     if method == "random-walk":
@@ -221,16 +255,13 @@ def propagate_image(image, *, seeds=None, cams=None, method: str, preset: str | 
             seeds = topk_seeds(add_background(cams))
             if not bool((seeds != UNKNOWN).any()):
                 raise ValueError("the CAMs give no confident seed for the harmonic solve")
-        # the solve covers the seeded classes; the others get probability 0
-        present, local = _present(seeds)
-        probs = torch.zeros(1, num_classes, height, width)
-        probs[:, present] = harmonic(pixel_graph(image, **graph_options), local,
-                                     num_classes=len(present))
-        return _normalised(probs)
+        return _seeded_classes(lambda local, k: harmonic(
+            pixel_graph(image, **graph_options), local, num_classes=k), seeds, num_classes)
     if method == "label-spreading":
-        start = seeds if probs is None else probs
-        return _normalised(label_spreading(pixel_graph(image, **graph_options), start,
-                                           num_classes=num_classes))
+        if probs is not None:
+            return _normalised(label_spreading(pixel_graph(image, **graph_options), probs))
+        return _seeded_classes(lambda local, k: label_spreading(
+            pixel_graph(image, **graph_options), local, num_classes=k), seeds, num_classes)
     if probs is None:
         probs = _normalised(_one_hot(seeds, num_classes))
     if method == "par":
@@ -238,6 +269,11 @@ def propagate_image(image, *, seeds=None, cams=None, method: str, preset: str | 
     if method == "crf":
         return crf(image, probs, preset=preset or "psa")
     return _normalised(ial_refine(pixel_graph(image, **graph_options), probs))
+
+
+_OPTIONS = {"preset", "num_classes", "radius", "sigma_xy", "sigma_rgb", "stride", "beta",
+            "num_steps"}
+"""The options of :func:`propagate_image` that :func:`propagate_dataset` passes on."""
 
 
 def _save_probabilities(path: Path, probs: Tensor, fmt: str) -> None:
@@ -257,8 +293,11 @@ def propagate_dataset(dataset, out_dir: str | os.PathLike, *, method: str,
     """Propagates every sample of a data set and writes ``OUT/NAME.png`` (uint8 argmax) and,
     unless ``probabilities`` is None, ``OUT/NAME.npy`` or ``.pt`` (float32 ``(K, H, W)``).
 
-    Every file is written atomically and the PNG last, so ``resume`` (skip images whose PNG
-    exists) never keeps a half-done image. A failed image is reported and the others go on.
+    Every file is written atomically (the temporaries of a killed run are removed by the
+    next), and ``resume`` skips an image only when every asked output (PNG, probabilities,
+    figure) reads back whole. The options are checked, and a class count that does not fit a
+    label PNG (over 255) refused, before the first image. A failed image is reported and the
+    others go on.
     Images are independent, so the shards of ``torchrun`` ranks write the files of a single
     run.
 
@@ -275,16 +314,26 @@ def propagate_dataset(dataset, out_dir: str | os.PathLike, *, method: str,
     Returns:
         The failures of this shard, in order.
     """
-    _checks.check_choice("method", method, PROPAGATE_METHODS)
+    defaults = {name: parameter.default for name, parameter
+                in inspect.signature(propagate_image).parameters.items() if name in _OPTIONS}
+    unknown = sorted(set(options) - _OPTIONS)
+    if unknown:
+        raise TypeError(f"propagate_dataset got unknown options {unknown}; expected some of "
+                        f"{sorted(_OPTIONS)}")
+    _check_options(method, **{**defaults, **options})
+    if options.get("num_classes") is not None:
+        check_png_classes(options["num_classes"])
     if probabilities is not None:
         _checks.check_choice("probabilities", probabilities, PROBABILITY_FORMATS)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(out_dir, "out_dir")
+    if figures is not None:
+        output_folder(figures, "figures")
 
     def process(name: str, sample: dict) -> None:
         probs = propagate_image(sample["image"], seeds=sample.get("seeds"),
                                 cams=sample.get("cams"), method=method,
                                 boundary=sample.get("boundary"), **options)
+        check_png_classes(probs.shape[1], "the class count (CAM channels + 1)")
         labels = probs[0].argmax(0)
         if probabilities is not None:
             _save_probabilities(out / f"{name}.{probabilities}", probs, probabilities)
@@ -297,6 +346,11 @@ def propagate_dataset(dataset, out_dir: str | os.PathLike, *, method: str,
             save_result_figure(Path(figures) / f"{name}.png", sample["image"], start, labels,
                                title=f"{name}: {method}")
 
+    def outputs(name: str) -> list[Path]:
+        files = [out / f"{name}.png"]
+        if probabilities is not None:
+            files.append(out / f"{name}.{probabilities}")
+        return files + ([] if figures is None else [Path(figures) / f"{name}.png"])
+
     return for_each_sample(dataset, process, desc=f"propagate {method}", shard=shard,
-                           progress=progress,
-                           done=(lambda name: (out / f"{name}.png").exists()) if resume else None)
+                           progress=progress, outputs=outputs, resume=resume)

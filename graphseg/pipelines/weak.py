@@ -39,13 +39,11 @@ One set of settings per weak kind (:data:`SETTINGS`), the same for every image.
 from __future__ import annotations
 
 import os
-import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -54,7 +52,13 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from graphseg import _checks
-from graphseg._io import atomic_path, write_label_png
+from graphseg._io import (
+    atomic_path,
+    check_png_classes,
+    load_state,
+    output_folder,
+    write_label_png,
+)
 from graphseg.figures import save_result_figure
 from graphseg.graph.superpixel import superpixel_graph
 from graphseg.graph.window import pixel_graph
@@ -74,6 +78,7 @@ from graphseg.propagate.appearance import colour_posterior, fuse_appearance
 from graphseg.seeds import (
     add_background,
     box_interior,
+    check_cam_layout,
     expand_seeds,
     grabcut_seeds,
     normalize_cam,
@@ -280,11 +285,15 @@ def _finish(image: Tensor, local: Tensor, probs: Tensor, settings: Settings) -> 
 
 
 def _present(seeds: Tensor) -> tuple[Tensor, Tensor]:
-    """The classes with seeds and the seed map renumbered 0..k-1 (255 kept)."""
-    present = torch.unique(seeds[seeds != UNKNOWN])
-    remap = torch.full((256,), UNKNOWN, dtype=torch.int64)
-    remap[present] = torch.arange(len(present))
-    return present, remap[seeds]
+    """The classes with seeds and the seed map renumbered 0..k-1 (255 kept); any class id,
+    255 and beyond included in the ids of the classes (a seed map's 255 is unknown)."""
+    known = seeds != UNKNOWN
+    present = torch.unique(seeds[known])
+    if len(present) > UNKNOWN:
+        raise ValueError(f"the seeds hold {len(present)} classes; at most {UNKNOWN} classes "
+                         f"can be seeded in one image ({UNKNOWN} marks unknown pixels)")
+    local = torch.searchsorted(present, torch.where(known, seeds, 0).contiguous())
+    return present, torch.where(known, local, UNKNOWN)
 
 
 def _propagate_seeds(image: Tensor, seeds: Tensor, method: str, settings: Settings, *,
@@ -312,16 +321,8 @@ def _check_labels(labels, weak: str) -> None:
 def _cams(labels: dict, height: int, width: int, num_classes: int | None) -> Tensor:
     """The ``(1, C, H, W)`` foreground CAMs of ``labels["cams"]`` (channel c-1 = class c),
     resized to the image, kept for the tagged classes only and max-normalised."""
-    cams = labels["cams"]
-    if isinstance(cams, np.ndarray):
-        cams = torch.from_numpy(np.ascontiguousarray(cams))
-    if not isinstance(cams, Tensor) or cams.dim() != 3 or not cams.is_floating_point():
-        raise ValueError("labels['cams'] must be a float (C, h, w) array of foreground class "
-                         f"activation maps, got {_checks._describe(cams)}")
-    if num_classes is not None and cams.shape[0] != num_classes - 1:
-        raise ValueError(f"labels['cams'] must hold num_classes - 1 = {num_classes - 1} "
-                         f"foreground maps (channel c-1 = class c), got {cams.shape[0]}")
-    cams = _checks.check_tensor4d("labels['cams']", cams[None].float())
+    cams = check_cam_layout(labels["cams"], height, width, num_classes=num_classes,
+                            name="labels['cams']")[None]
     tags = torch.zeros(1, cams.shape[1], dtype=torch.bool)
     for cls in labels["tags"]:
         tags[0, _checks.check_class("labels['tags']", cls, cams.shape[1] + 1, lowest=1) - 1] = True
@@ -429,14 +430,8 @@ def load_affinity(path: str | os.PathLike, *,
     """Loads a checkpoint of :func:`train_affinity_dataset` into :func:`affinity_model` with
     ``torch.load(..., weights_only=True)`` (a checkpoint cannot run code). A plain state dict
     of an :data:`AFFINITY_ARCHITECTURE` model without ``epochs_trained`` loads as 0 epochs."""
-    try:
-        state = torch.load(os.fspath(path), map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, EOFError, RuntimeError) as error:
-        raise ValueError(f"checkpoint {os.fspath(path)} is not a readable state dict: "
-                         f"{error}") from error
-    if not isinstance(state, dict):
-        raise ValueError(f"checkpoint {os.fspath(path)} must hold a state dict, got "
-                         f"{type(state).__name__}")
+    state = load_state(path, "graphseg affinity checkpoint (a state dict of train-affinity)",
+                       map_location=map_location)
     state.setdefault(EPOCH_KEY, torch.zeros((), dtype=torch.int64))
     model = affinity_model()
     try:
@@ -531,7 +526,10 @@ def segment_dataset(dataset, out_dir: str | os.PathLike, *, weak: str,
     """Segments every image of a data set and writes ``OUT/NAME.png`` (uint8 class ids).
 
     Each file is written atomically (a temporary file renamed into place), so an interrupted
-    run leaves no partial PNG; ``resume`` skips images whose PNG exists. An image that fails
+    run leaves no partial PNG (and the temporaries of a killed run are removed by the next);
+    ``resume`` skips images whose PNG (and figure, when asked) reads back whole. Class ids must
+    fit a label PNG (``dataset.num_classes`` <= 255, checked before the first image). An image
+    that fails
     (unreadable, invalid labels) is reported and the others are still processed. Every image
     is segmented on its own with fixed seeds, so a data set split into shards (one process per
     shard, e.g. the ranks of ``torchrun``) writes the same files as a single run.
@@ -542,7 +540,7 @@ def segment_dataset(dataset, out_dir: str | os.PathLike, *, weak: str,
         out_dir: output folder (created).
         weak, method, settings: as :func:`segment`.
         checkpoint: as :func:`segment` (a path is loaded once, before the first image).
-        resume: skip images already written.
+        resume: skip images whose outputs are all written and readable.
         progress: show a tqdm bar.
         on_result: called as ``on_result(name, labels, seconds)`` after each image.
         shard: ``(index, count)``: process only the images ``index, index + count, ...`` (the
@@ -556,9 +554,12 @@ def segment_dataset(dataset, out_dir: str | os.PathLike, *, weak: str,
     method = _check_method(weak, method)
     check_shard(shard)
     model = _affinity(checkpoint, weak, method)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     num_classes = getattr(dataset, "num_classes", None)
+    if num_classes is not None:
+        check_png_classes(num_classes, "the data set's num_classes")
+    out = output_folder(out_dir, "out_dir")
+    if figures is not None:
+        output_folder(figures, "figures")
 
     def process(name: str, sample: dict) -> None:
         start = time.perf_counter()
@@ -574,9 +575,11 @@ def segment_dataset(dataset, out_dir: str | os.PathLike, *, weak: str,
         if on_result is not None:
             on_result(name, labels, seconds)
 
+    def outputs(name: str) -> list[Path]:
+        return [out / f"{name}.png", *([] if figures is None else [Path(figures) / f"{name}.png"])]
+
     return for_each_sample(dataset, process, desc=f"segment {weak}/{method}", shard=shard,
-                           progress=progress,
-                           done=(lambda name: (out / f"{name}.png").exists()) if resume else None)
+                           progress=progress, outputs=outputs, resume=resume)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from graphseg.seeds.boxes import (
 from graphseg.seeds.cam import (
     CAM_SCALES,
     add_background,
+    check_cam_layout,
     multiscale_cam,
     normalize_cam,
     reliable_seeds,
@@ -31,6 +32,7 @@ __all__ = [
     "add_background",
     "box_interior",
     "box_owner",
+    "check_cam_layout",
     "confident_box_seeds",
     "expand_seeds",
     "fuse_box_seeds",

@@ -17,6 +17,7 @@ from graphseg import _checks
 __all__ = [
     "CAM_SCALES",
     "add_background",
+    "check_cam_layout",
     "multiscale_cam",
     "normalize_cam",
     "reliable_seeds",
@@ -26,6 +27,47 @@ __all__ = [
 
 CAM_SCALES = (0.5, 1.0, 1.5, 2.0)
 UNKNOWN = 255
+ASPECT_TOLERANCE = 0.15
+"""How far (relative, plus one cell) a CAM grid's width may stray from the width the image's
+aspect ratio gives its height: CAMs are computed on the image, at some stride."""
+
+
+def _aspect_fits(rows: int, cols: int, height: int, width: int) -> bool:
+    expected = rows * width / height
+    return abs(cols - expected) <= 1 + ASPECT_TOLERANCE * expected
+
+
+def check_cam_layout(cams, height: int, width: int, *, num_classes: int | None = None,
+                     name: str = "cams") -> Tensor:
+    """Foreground class activation maps ``(C, h, w)`` (channel c-1 = class c, any
+    resolution) of an ``height`` x ``width`` image, as a float32 tensor.
+
+    The checks catch maps saved in another layout: C must be ``num_classes - 1`` when given,
+    and the ``h`` x ``w`` grid must have the image's aspect ratio (within
+    :data:`ASPECT_TOLERANCE`), which a channel-last ``(h, w, C)`` array read as ``(C, h, w)``
+    does not; the message then says how to convert it.
+    """
+    import numpy as np
+
+    if isinstance(cams, np.ndarray):
+        cams = torch.from_numpy(np.ascontiguousarray(cams))
+    if not isinstance(cams, Tensor) or cams.dim() != 3 or not cams.is_floating_point():
+        raise ValueError(f"{name} must be a float (C, h, w) array of foreground class "
+                         f"activation maps, got {_checks._describe(cams)}")
+    channel_last = (_aspect_fits(cams.shape[0], cams.shape[1], height, width)
+                    and (num_classes is None or cams.shape[2] == num_classes - 1))
+    hint = (": it looks channel-last (h, w, C); pass np.moveaxis(cams, -1, 0)"
+            if channel_last else "")
+    if cams.shape[0] == 0:
+        raise ValueError(f"{name} must hold at least one foreground map, got shape "
+                         f"{tuple(cams.shape)}")
+    if num_classes is not None and cams.shape[0] != num_classes - 1:
+        raise ValueError(f"{name} must hold num_classes - 1 = {num_classes - 1} foreground maps "
+                         f"(channel c-1 = class c), got shape {tuple(cams.shape)}{hint}")
+    if not _aspect_fits(cams.shape[1], cams.shape[2], height, width):
+        raise ValueError(f"{name} of shape {tuple(cams.shape)} (C, h, w) does not have the "
+                         f"aspect ratio of its {height}x{width} (HxW) image{hint}")
+    return _checks.check_tensor4d(name, cams[None].float())[0]
 
 
 def multiscale_cam(

@@ -61,6 +61,29 @@ def test_bad_arguments(tmp_path, image):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other.pt"]
 
 
+@pytest.mark.parametrize(("name", "content", "match"), [
+    ("text.pt", b"101 hello", "is not a graph file .*torch.load could not read it"),
+    ("empty.pt", b"", "is not a graph file .*torch.load could not read it"),
+    ("garbage.npz", b"PK not a zip", "is not a graph file .*NumPy could not read it"),
+    ("list.pt", None, "holds a list"),
+    ("window.pt", {"kind": "graphseg_graph", "format": "window", "weight": torch.zeros(3)},
+     "is not a valid graph file.*"),
+    ("pyg.pt", {"kind": "graphseg_graph", "format": "pyg"}, "has no edge_index"),
+])
+def test_load_graph_refuses_what_save_graph_did_not_write(tmp_path, name, content, match):
+    # a mismatched or garbage file raised RuntimeError, KeyError or EOFError from inside
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        torch.save([1, 2] if content is None else content, path)
+    with pytest.raises(ValueError, match=match):
+        load_graph(path)
+    np.savez(tmp_path / "edges.npz", edge_weight=np.zeros(3))
+    with pytest.raises(ValueError, match="lacks num_nodes or edge_index"):
+        load_graph(tmp_path / "edges.npz")
+
+
 def test_graph_command_converts_each_image_and_reports_failures(tmp_path, capsys):
     pixels = (np.random.default_rng(0).random((10, 14, 3)) * 255).astype(np.uint8)
     Image.fromarray(pixels).save(tmp_path / "good.png")

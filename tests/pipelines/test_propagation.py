@@ -149,6 +149,24 @@ def test_propagate_image_errors():
         propagate_image(image, cams=cams[0], method="harmonic")
     with pytest.raises(ValueError, match="stride"):
         propagate_image(image, cams=cams, method="random-walk", stride=0)
+    # used to blame the radius
+    with pytest.raises(ValueError, match="stride=1000 leaves a 1x1 grid .* below 48"):
+        propagate_image(image, seeds=seeds, method="random-walk", stride=1000)
+    with pytest.raises(ValueError, match="stride applies to method 'random-walk'"):
+        propagate_image(image, seeds=seeds, method="harmonic", stride=4)
+    with pytest.raises(ValueError, match="num_classes - 1 = 3 foreground maps"):
+        propagate_image(image, cams=cams, method="crf", num_classes=4)
+    with pytest.raises(ValueError, match="aspect ratio of its 40x48"):
+        propagate_image(image, cams=cams[:, :5], method="crf")
+
+
+def test_seed_maps_with_gapped_class_ids():
+    image, truth, seeds, _ = _scene()
+    gapped = torch.where(seeds == 1, 13, seeds)
+    for method in ("harmonic", "label-spreading"):
+        probs = propagate_image(image, seeds=gapped, method=method)
+        assert probs.shape == (1, 14, *truth.shape)
+        assert _iou(probs[0].argmax(0) == 13, truth) >= 0.9
 
 
 # --- data set ------------------------------------------------------------------------------
