@@ -1,6 +1,7 @@
 """graphseg: graph learning on images for weakly supervised semantic segmentation."""
 
 from graphseg import data, metrics, ops, propagate, seeds
+from graphseg._checks import MemoryLimitError, memory_limit, set_memory_limit
 from graphseg.graph import (
     EdgeGraph,
     SuperpixelGraph,
@@ -34,6 +35,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "EdgeGraph",
+    "MemoryLimitError",
     "SuperpixelGraph",
     "WindowGraph",
     "data",
@@ -42,6 +44,7 @@ __all__ = [
     "harmonic",
     "ial_refine",
     "label_spreading",
+    "memory_limit",
     "metrics",
     "nn",
     "ops",
@@ -52,6 +55,7 @@ __all__ = [
     "random_walk",
     "random_walker_graph",
     "seeds",
+    "set_memory_limit",
     "superpixel_graph",
     "window_offsets",
 ]

@@ -19,6 +19,78 @@ def _describe(value) -> str:
     return f"{type(value).__name__}"
 
 
+# -- memory ---------------------------------------------------------------------------------
+
+MEMORY_FRACTION = 0.5
+"""The default memory limit: this share of the machine's memory (of the GPU's, for CUDA)."""
+_memory_limit: int | None = None
+
+
+class MemoryLimitError(ValueError, MemoryError):
+    """An operation whose estimated peak memory is above :func:`memory_limit`, refused before
+    it allocates (a ``ValueError``, so commands report it as a usage error or a failed item,
+    and a ``MemoryError``)."""
+
+
+def _parse_bytes(text: str) -> int:
+    units = {"": 1, "b": 1, "k": 2**10, "kb": 10**3, "kib": 2**10, "m": 2**20, "mb": 10**6,
+             "mib": 2**20, "g": 2**30, "gb": 10**9, "gib": 2**30, "t": 2**40, "tb": 10**12,
+             "tib": 2**40}
+    number = text.strip().lower().rstrip("bikmgt ")
+    unit = text.strip().lower()[len(number):].strip()
+    try:
+        value = float(number) * units[unit]
+    except (ValueError, KeyError):
+        raise ValueError(f"a memory limit must be a number of bytes with an optional unit "
+                         f"(e.g. 12GiB, 8GB, 512MiB), got {text!r}") from None
+    if not value > 0:
+        raise ValueError(f"a memory limit must be positive, got {text!r}")
+    return int(value)
+
+
+def set_memory_limit(limit: int | str | None) -> None:
+    """Sets the memory that a single graphseg operation may plan to use: bytes, a string such
+    as ``"12GiB"``, or None for the default (:data:`MEMORY_FRACTION` of the machine's memory;
+    the environment variable ``GRAPHSEG_MEMORY_LIMIT`` overrides the default too)."""
+    global _memory_limit
+    if limit is not None and not isinstance(limit, str):
+        check_positive("limit", limit, integer=True)
+    _memory_limit = _parse_bytes(limit) if isinstance(limit, str) else limit
+
+
+def memory_limit(device=None) -> int:
+    """The limit of :func:`check_memory` for ``device`` (CPU by default), in bytes."""
+    import os
+
+    if _memory_limit is not None:
+        return _memory_limit
+    if os.environ.get("GRAPHSEG_MEMORY_LIMIT"):
+        return _parse_bytes(os.environ["GRAPHSEG_MEMORY_LIMIT"])
+    device = torch.device("cpu" if device is None else device)
+    if device.type == "cuda":
+        return int(MEMORY_FRACTION * torch.cuda.get_device_properties(device).total_memory)
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): assume 16 GiB
+        total = 16 * 2**30
+    return int(MEMORY_FRACTION * total)
+
+
+def _gib(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.0f} MiB"
+
+
+def check_memory(nbytes: float, what: str, remedy: str, device=None) -> None:
+    """Refuses, before allocating, an operation whose estimated peak is above
+    :func:`memory_limit`, with the estimate and what to change."""
+    limit = memory_limit(device)
+    if nbytes > limit:
+        raise MemoryLimitError(
+            f"{what} would need about {_gib(nbytes)} of memory, above the limit of "
+            f"{_gib(limit)} (graphseg.set_memory_limit or GRAPHSEG_MEMORY_LIMIT raise it): "
+            f"{remedy}")
+
+
 def check_finite(name: str, tensor: Tensor) -> None:
     if tensor.is_floating_point() and tensor.numel() and not bool(torch.isfinite(tensor).all()):
         raise ValueError(f"{name} contains NaN or Inf values")

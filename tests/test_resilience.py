@@ -25,6 +25,7 @@ from scenes import H as SCENE_H
 from scenes import W as SCENE_W
 from scenes import write_scene_set
 
+import graphseg
 from graphseg.cli import main
 from graphseg.graph import window
 from graphseg.graph.offsets import MAX_OFFSETS, window_offsets
@@ -939,6 +940,46 @@ def test_crf_refuses_a_dense_smoothness_window(monkeypatch):
     # a smoothness kernel as wide as the image: disk(40) over 40x40 pixels
     _quick(lambda: crf(torch.rand(3, 40, 40), torch.full((1, 2, 40, 40), 0.5), smooth_sxy=1e6),
            ValueError, "WINDOW_MAX_ENTRIES.*lower smooth_sxy")
+
+
+# -- the memory limit -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def memory_limit():
+    """Sets graphseg's memory limit for one test and restores the default after it."""
+    yield graphseg.set_memory_limit
+    graphseg.set_memory_limit(None)
+
+
+def test_memory_limit_refuses_before_allocating(memory_limit, monkeypatch):
+    image = _rand((3, 512, 512), 0)
+    # the astronaut at radius 25 allocated 2 GB of weights and about 7 GB at its peak
+    memory_limit("1GiB")
+    _quick(lambda: pixel_graph(image, radius=25), MemoryError,
+           r"window of 1960 offsets .* about 7\.7 GiB .* limit of 1\.0 GiB.*lower radius")
+    with pytest.raises(ValueError, match="about 7.7 GiB"):  # also a usage error
+        pixel_graph(image, radius=25)
+    memory_limit(2**20)
+    _quick(lambda: crf(image, torch.full((1, 2, 512, 512), 0.5)), graphseg.MemoryLimitError,
+           "limit of 1 MiB.*lower smooth_sxy")
+    memory_limit(None)
+    monkeypatch.setenv("GRAPHSEG_MEMORY_LIMIT", "3 MB")
+    assert graphseg.memory_limit() == 3 * 10**6
+    monkeypatch.setenv("GRAPHSEG_MEMORY_LIMIT", "lots")
+    with pytest.raises(ValueError, match="memory limit must be a number of bytes"):
+        graphseg.memory_limit()
+    monkeypatch.delenv("GRAPHSEG_MEMORY_LIMIT")
+    assert 2**28 < graphseg.memory_limit() < 2**50  # a share of this machine's memory
+    with pytest.raises(ValueError, match="limit must be > 0"):
+        memory_limit(0)
+
+
+def test_a_window_wider_than_the_image_is_refused_as_dense():
+    # crf(im128, p, smooth_sxy=1000) allocated 3.4 GB, more than the dense 128² matrix
+    _quick(lambda: crf(_rand((3, 128, 128), 0), torch.full((1, 2, 128, 128), 0.5),
+                       smooth_sxy=1000),
+           ValueError, "51492 offsets is larger than the 128x128 image.*lower smooth_sxy")
 
 
 # -- command line -----------------------------------------------------------------------------

@@ -408,14 +408,33 @@ class WindowGraph:
 # -- construction ----------------------------------------------------------------------------
 
 
+WINDOW_PEAK_COPIES = 4
+"""Peak memory of building a windowed graph, in copies of its weights: distances, exponent
+and result (measured: 3.4–3.6 times the weights on the astronaut, r = 5 and 12)."""
+DENSE_FLOOR_ENTRIES = 2**24
+"""Windows below this many weights are never called dense (tiny images, small windows)."""
+
+
 def check_window_size(batch: int, num_offsets: int, height: int, width: int,
-                      advice: str) -> None:
-    """Refuses (B, K, H, W) weights above ``WINDOW_MAX_ENTRIES`` before they are allocated."""
+                      advice: str, *, dtype: torch.dtype = torch.float32,
+                      device=None) -> None:
+    """Refuses (B, K, H, W) weights before they are allocated: above ``WINDOW_MAX_ENTRIES``
+    (indexing), with more neighbours per pixel than the image has pixels (a dense kernel
+    stored less compactly than the dense matrix), or with an estimated peak above
+    :func:`graphseg._checks.memory_limit`."""
     entries = batch * num_offsets * height * width
     if entries > WINDOW_MAX_ENTRIES:
         raise ValueError(
             f"the window of {num_offsets} offsets over {batch} image(s) of {height}x{width} would "
             f"hold {entries:.3g} weights, above WINDOW_MAX_ENTRIES={WINDOW_MAX_ENTRIES}: {advice}")
+    if num_offsets > height * width and entries > DENSE_FLOOR_ENTRIES:
+        raise ValueError(
+            f"the window of {num_offsets} offsets is larger than the {height}x{width} image "
+            f"({height * width} pixels): its weights would exceed the dense matrix: {advice}")
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    _checks.check_memory(WINDOW_PEAK_COPIES * entries * itemsize,
+                         f"a window of {num_offsets} offsets over {batch} image(s) of "
+                         f"{height}x{width}", advice, device)
 
 
 def _resolve_offsets(radius, shape, offsets, dilations, height: int, width: int) -> Tensor:
@@ -458,7 +477,7 @@ def _build(features: Tensor, *, radius, shape, offsets, dilations, kernel, sigma
     offsets = _resolve_offsets(radius, shape, offsets, dilations, height, width)
     check_window_size(features.shape[0], offsets.shape[0], height, width,
                       "lower radius, or use shape='rings' with a few dilations for long-range "
-                      "edges")
+                      "edges", dtype=features.dtype, device=features.device)
     weight = _kernel_weight(features, offsets, kernel,
                             sigma_xy=sigma_xy, sigma_rgb=sigma_rgb)
     if threshold is not None:

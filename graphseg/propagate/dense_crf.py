@@ -69,14 +69,15 @@ def crf_kernels(image: Tensor, *, smooth_sxy: float, app_sxy: float, app_srgb: f
     batch, _, height, width = image.shape
     radius = max(1, min(math.ceil(1.5 * smooth_sxy), max(height, width)))
     offsets = window_offsets(radius, "disk")
-    check_window_size(batch, offsets.shape[0], height, width,
+    app_offsets, area = _appearance_offsets(app_sxy, max(height, width))
+    # both kernels at once: they live side by side through the mean-field iterations
+    check_window_size(batch, offsets.shape[0] + app_offsets.shape[0], height, width,
                       "lower smooth_sxy (the smoothness kernel spans a disk of radius "
-                      "1.5 smooth_sxy)")
+                      "1.5 smooth_sxy)", dtype=image.dtype, device=image.device)
     spatial = torch.exp(-offsets.double().square().sum(1) / (2 * smooth_sxy * smooth_sxy)).to(
         image.dtype)
     smooth = WindowGraph(spatial.view(1, -1, 1, 1).expand(batch, -1, height, width).to(
         image.device).contiguous(), offsets, self_weight=1.0)
-    app_offsets, area = _appearance_offsets(app_sxy, max(height, width))
     appearance = pixel_graph(image, offsets=app_offsets, sigma_xy=app_sxy,
                              sigma_rgb=app_srgb / 255.0, self_weight=1.0)
     appearance = WindowGraph(appearance.weight * area.to(image).view(1, -1, 1, 1), app_offsets,
