@@ -7,6 +7,8 @@ import os
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from graphseg._io import (
@@ -100,3 +102,18 @@ def test_load_state_refuses_what_is_not_a_state_dict(tmp_path, content, match):
         load_state(path, "graphseg thing")
     with pytest.raises(FileNotFoundError, match="graphseg thing .*missing.pt does not exist"):
         load_state(tmp_path / "missing.pt", "graphseg thing")
+
+
+@settings(max_examples=50, deadline=None, derandomize=True)
+@given(values=st.lists(st.integers(-2**40, 2**40), min_size=1, max_size=12))
+def test_any_label_map_is_written_exactly_or_refused(tmp_path_factory, values):
+    path = tmp_path_factory.mktemp("png") / "labels.png"
+    labels = torch.tensor(values).view(1, -1)
+    if min(values) < 0 or max(values) > 254:
+        with pytest.raises(ValueError, match="label PNGs hold 0–254"):
+            write_label_png(path, labels)
+        assert not path.exists()
+    else:
+        write_label_png(path, labels)
+        with Image.open(path) as image:
+            assert np.asarray(image).tolist() == [values]

@@ -2,6 +2,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from scenes import NAMES, make_scene, write_scene_set, write_seed_maps
 
@@ -158,6 +160,27 @@ def test_propagate_image_errors():
         propagate_image(image, cams=cams, method="crf", num_classes=4)
     with pytest.raises(ValueError, match="aspect ratio of its 40x48"):
         propagate_image(image, cams=cams[:, :5], method="crf")
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(ids=st.lists(st.integers(0, 2000).filter(lambda c: c != 255), min_size=2, max_size=4,
+                    unique=True),
+       method=st.sampled_from(["harmonic", "label-spreading"]))
+def test_seed_maps_with_any_class_ids(ids, method):
+    # ids of 255 classes and beyond used to crash (a 256-entry remap) or demand every class
+    image = torch.rand(3, 6, 7, generator=torch.Generator().manual_seed(len(ids)))
+    seeds = torch.full((6, 7), 255)
+    for i, cls in enumerate(ids):
+        seeds[i, i] = cls
+    probs = propagate_image(image, seeds=seeds, method=method)
+    assert probs.shape == (1, max(ids) + 1, 6, 7)
+    torch.testing.assert_close(probs.sum(1), torch.ones(1, 6, 7))
+    absent = torch.ones(max(ids) + 1, dtype=torch.bool)
+    absent[ids] = False
+    assert bool((probs[0, absent] == 0).all())
+    if method == "harmonic":  # seeds keep their class
+        for i, cls in enumerate(ids):
+            assert int(probs[0, :, i, i].argmax()) == cls
 
 
 def test_seed_maps_with_gapped_class_ids():
