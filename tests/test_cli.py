@@ -661,3 +661,18 @@ def test_sigterm_leaves_complete_files_and_one_line(tmp_path):
     for name in names:
         with Image.open(out / name) as image:
             image.load()
+
+
+def test_train_affinity_size_beyond_memory_is_refused_before_any_image(tmp_path, capsys):
+    import time
+
+    root = write_scene_set(tmp_path / "set")
+    start = time.perf_counter()
+    # --size 100000 asked for about 120 GB only after building every image's seeds
+    args = _train_args(root, tmp_path / "a.pt", "--weak", "box")
+    args[args.index("--size") + 1] = "100000"
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "training the affinity CNN at size=100000 would need about" in err
+    assert "lower size" in err and time.perf_counter() - start < 10
+    assert not (tmp_path / "a.pt").exists()

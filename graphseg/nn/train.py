@@ -14,6 +14,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from graphseg import _checks
+from graphseg._io import load_state
 from graphseg.graph.edges import as_graph
 from graphseg.graph.window import WindowGraph
 from graphseg.nn.a2gnn import A2GNN, node_inputs
@@ -263,8 +264,10 @@ def fit_a2gnn(
     graph = _detached(graph)
     if isinstance(reg_graph, WindowGraph):
         reg_graph = WindowGraph(reg_graph.weight.detach(), reg_graph.offsets)
-    # training works even when the caller holds torch.no_grad() (e.g. around to_graph)
-    with torch.random.fork_rng(devices=[]), torch.enable_grad():
+    # training works even when the caller holds torch.no_grad() (e.g. around to_graph); the
+    # generator of the GPU that draws the dropout masks is restored too
+    rng_devices = [inputs.device] if inputs.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=rng_devices), torch.enable_grad():
         torch.manual_seed(seed)
         if model is None:
             model = A2GNN(inputs.shape[1], num_classes, hidden=hidden, variant=variant)
@@ -312,6 +315,11 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, *,
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    state = torch.load(os.fspath(path), map_location=map_location, weights_only=True)
-    model.load_state_dict(state)
+    state = load_state(path, f"checkpoint of a {type(model).__name__}",
+                       map_location=map_location)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise ValueError(f"checkpoint {os.fspath(path)} does not fit this "
+                         f"{type(model).__name__}: {error}") from None
     return model

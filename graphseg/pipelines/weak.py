@@ -56,6 +56,7 @@ from graphseg._io import (
     atomic_path,
     check_png_classes,
     load_state,
+    output_file,
     output_folder,
     write_label_png,
 )
@@ -165,6 +166,9 @@ AFFINITY_ARCHITECTURE = {"widths": (32, 32, 64), "stem_width": 16, "stride": 4,
                          "reductions": (32, 32, 64)}
 """The affinity CNN that :func:`train_affinity_dataset` trains and :func:`load_affinity`
 rebuilds: a small :class:`~graphseg.nn.ResNetBackbone` (stride 4) trainable on CPU."""
+TRAIN_BYTES_PER_PIXEL = 2048
+"""Peak memory of one training step of :data:`AFFINITY_ARCHITECTURE` per working pixel
+(measured: 1.2–1.4 KiB at 256² and 384², 2.6 KiB at 128² with the fixed costs)."""
 EPOCH_KEY = "epochs_trained"
 """State-dict entry (an int64 scalar) holding the epochs a checkpoint has been trained for."""
 
@@ -653,7 +657,10 @@ def train_affinity_dataset(dataset, *, weak: str, out: str | os.PathLike, epochs
         settings: overrides :data:`SETTINGS` ``[weak]`` (seeds and window).
         progress: show tqdm bars (seeds, then epochs).
         resume: continue from the checkpoint at ``out`` when it exists.
-        seed: seed of the initialisation.
+        seed: seed of the initialisation, the only random draw (the images come in the data
+            set's order, the network has no dropout; the global RNG is left as it was): a run
+            repeated with the same ops backend, CPU and thread count gives the same checkpoint
+            bit for bit (others round differently).
 
     Returns:
         :class:`AffinityTraining`: the loss of every epoch run, the failed images and the
@@ -663,9 +670,14 @@ def train_affinity_dataset(dataset, *, weak: str, out: str | os.PathLike, epochs
     _checks.check_positive("epochs", epochs, integer=True)
     _checks.check_positive("lr", lr)
     _checks.check_positive("size", size, integer=True)
+    # the working images are kept for every epoch and the network's activations grow with
+    # them: checked for a square image of side `size` before any image is read
+    _checks.check_memory(TRAIN_BYTES_PER_PIXEL * size * size,
+                         f"training the affinity CNN at size={size}",
+                         "lower size (the longer side of the working resolution)")
     settings = SETTINGS[weak] if settings is None else settings
     rank, world = _process_group()
-    out = Path(out)
+    out = output_file(out, "out")
     model = load_affinity(out) if resume and out.exists() else affinity_model(seed=seed)
     done = int(getattr(model, EPOCH_KEY))
     if done >= epochs:

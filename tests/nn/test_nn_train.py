@@ -70,9 +70,12 @@ def test_fit_a2gnn_pyg_graph_baseline_and_determinism():
     image, seeds, truth, _ = two_colour_problem(2)
     data = colour_graph(image, 2).to_pyg()
     flat_seeds = seeds.reshape(-1)
+    before = torch.random.get_rng_state()
     first = fit_a2gnn(data, flat_seeds, epochs=30, hidden=32, seed=3)
+    assert torch.equal(torch.random.get_rng_state(), before)
     again = fit_a2gnn(data, flat_seeds, epochs=30, hidden=32, seed=3)
-    torch.testing.assert_close(first, again)
+    assert torch.equal(first, again)
+    assert not torch.equal(first, fit_a2gnn(data, flat_seeds, epochs=30, hidden=32, seed=4))
     assert first.shape == (SIZE * SIZE, 2)
     assert float((first.argmax(1) == truth.reshape(-1)).float().mean()) >= 0.9
     gcn = fit_a2gnn(data, flat_seeds, epochs=30, model=baseline_gnn("gcn", 3, 32, 2))
@@ -174,3 +177,14 @@ def test_bad_arguments():
                                          "the same batch and image size"):
         train_affinity(small_affinity_cnn(), [(image, seeds[:, :12])], epochs=1, lr=1e-3,
                        progress=False)
+
+
+def test_load_checkpoint_refuses_foreign_files(tmp_path):
+    model = A2GNN(4, 2, hidden=8)
+    save_checkpoint(model, tmp_path / "a2gnn.pt")
+    load_checkpoint(A2GNN(4, 2, hidden=8), tmp_path / "a2gnn.pt")
+    with pytest.raises(ValueError, match="does not fit this A2GNN"):
+        load_checkpoint(A2GNN(4, 2, hidden=16), tmp_path / "a2gnn.pt")
+    (tmp_path / "text.pt").write_text("101")
+    with pytest.raises(ValueError, match="text.pt is not a checkpoint of a A2GNN"):
+        load_checkpoint(model, tmp_path / "text.pt")
