@@ -24,8 +24,8 @@ from skimage import data as skdata
 from skimage.transform import resize
 
 from graphseg import ops, pixel_graph
+from graphseg.losses import dense_energy_loss, quadratic_pairwise_loss
 from graphseg.losses.clustering import kernel_kmeans_loss, normalized_cut_loss
-from graphseg.losses.pairwise import dense_energy_loss, quadratic_pairwise_loss
 
 GOAL_SECONDS = 0.5
 CLASSES = 21

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+VARIANTS = ("paper", "official")
+"""What a paper-derived choice can follow: the paper's text or the authors' released code."""
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -358,6 +360,17 @@ def as_label_batch(labels, name: str = "labels", *, what: str = "(B, H, W)") -> 
         raise ValueError(f"{name} is empty: height and width must be positive, "
                          f"got shape {tuple(labels.shape)}")
     return labels.to(torch.int64)
+
+
+def check_seed_map(seeds, expected: tuple, what: str) -> None:
+    """``seeds`` is an integer tensor of shape ``expected`` (``what`` names what it must
+    match)."""
+    if not isinstance(seeds, Tensor) or seeds.is_floating_point() or seeds.dtype == torch.bool:
+        raise TypeError(f"seeds must be an int64 tensor of shape {expected} (255 = unknown), "
+                        f"got {_describe(seeds)}")
+    if tuple(seeds.shape) != tuple(expected):
+        raise ValueError(f"seeds must have shape {tuple(expected)} to match {what}, got "
+                         f"{tuple(seeds.shape)}")
 
 
 def check_seed_values(name: str, seeds: Tensor, num_classes: int | None,

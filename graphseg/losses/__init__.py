@@ -1,8 +1,17 @@
-"""The weak-supervision loss library: each loss a function and an ``nn.Module``, vectorised over
-windowed graphs (no N×N tensors). The A²GNN and affinity-CNN losses live in
-:mod:`graphseg.nn.losses`; :func:`partial_cross_entropy` and :func:`dense_energy_loss` build on
-them."""
+"""Every loss of graphseg, each a function (and, for the losses one trains with, an
+``nn.Module``), vectorised over windowed graphs (no N×N tensors), grouped by what it serves:
 
+- :mod:`~graphseg.losses.seed`: seed cross-entropy (A²GNN Eq. 3.21), partial cross-entropy;
+- :mod:`~graphseg.losses.pairwise`: Potts L_reg, quadratic, dense energy with RRM's filter;
+- :mod:`~graphseg.losses.dfr`: DFR's dynamic feature regularised loss and its head's losses;
+- :mod:`~graphseg.losses.affinity`: the affinity CNN's L_Ac and L_Ar (thesis §3.3.3);
+- :mod:`~graphseg.losses.mp`: A²GNN's multi-point loss and consistency checking;
+- :mod:`~graphseg.losses.clustering`: entropy, normalised cut, kernel k-means, BCD;
+- :mod:`~graphseg.losses.contrastive`: UniA's contrastive affinity loss;
+- :mod:`~graphseg.losses.reliability`: CoSA's reliability weighting and dynamic threshold.
+"""
+
+from graphseg.losses.affinity import affinity_contrast_loss, affinity_loss, affinity_regular_loss
 from graphseg.losses.clustering import (
     BCDLoss,
     EntropyLoss,
@@ -17,23 +26,25 @@ from graphseg.losses.contrastive import (
     ContrastiveAffinityLoss,
     contrastive_affinity_loss,
 )
-from graphseg.losses.pairwise import (
+from graphseg.losses.dfr import (
     PAIR_SETS,
-    DenseEnergyLoss,
     DFRLoss,
     DFRObjective,
     FeatureDistanceLoss,
     FeatureRegularLoss,
-    PartialCrossEntropyLoss,
-    QuadraticPairwiseLoss,
-    dense_energy_loss,
     dfr_kernel,
     dfr_loss,
     dfr_objective,
     dfr_pseudo_labels,
     feature_distance_loss,
     feature_regular_loss,
-    partial_cross_entropy,
+)
+from graphseg.losses.mp import consistency_check, mp_loss, mp_pixels
+from graphseg.losses.pairwise import (
+    DenseEnergyLoss,
+    QuadraticPairwiseLoss,
+    dense_energy_loss,
+    potts_loss,
     quadratic_pairwise_loss,
 )
 from graphseg.losses.reliability import (
@@ -45,6 +56,7 @@ from graphseg.losses.reliability import (
     reliability_weights,
     search_threshold,
 )
+from graphseg.losses.seed import PartialCrossEntropyLoss, partial_cross_entropy, seed_cross_entropy
 
 __all__ = [
     "BCDLoss",
@@ -62,8 +74,12 @@ __all__ = [
     "PartialCrossEntropyLoss",
     "QuadraticPairwiseLoss",
     "ReliabilityWeightedCrossEntropy",
+    "affinity_contrast_loss",
+    "affinity_loss",
+    "affinity_regular_loss",
     "bcd_loss",
     "cam_perplexity",
+    "consistency_check",
     "contrastive_affinity_loss",
     "dense_energy_loss",
     "dfr_kernel",
@@ -74,11 +90,15 @@ __all__ = [
     "feature_distance_loss",
     "feature_regular_loss",
     "kernel_kmeans_loss",
+    "mp_loss",
+    "mp_pixels",
     "normalized_cut_loss",
     "partial_cross_entropy",
     "perplexity_reliability",
+    "potts_loss",
     "quadratic_pairwise_loss",
     "reliability_weighted_cross_entropy",
     "reliability_weights",
     "search_threshold",
+    "seed_cross_entropy",
 ]

@@ -25,8 +25,7 @@ from torch import Tensor, nn
 
 from graphseg import _checks
 from graphseg.graph.window import WindowGraph
-from graphseg.losses.pairwise import _check_ignore_index, _node_values
-from graphseg.nn.losses import IGNORE
+from graphseg.losses._common import IGNORE, _check_ignore_index, _node_values
 
 __all__ = [
     "BCDLoss",

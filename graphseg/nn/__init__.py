@@ -1,10 +1,6 @@
 """Learned propagation models and their losses: the affinity CNN, A²GNN and GNN baselines."""
 
-from graphseg.nn.a2gnn import A2GNN, BASELINES, BaselineGNN, GNNOutput, baseline_gnn
-from graphseg.nn.affinity import AffinityCNN, AffinityOutput, node_features
-from graphseg.nn.attention import VARIANTS, AffinityAttentionConv, affinity_attention
-from graphseg.nn.backbone import BackboneAdapter, ResNetBackbone
-from graphseg.nn.losses import (
+from graphseg.losses import (
     affinity_contrast_loss,
     affinity_loss,
     affinity_regular_loss,
@@ -14,7 +10,12 @@ from graphseg.nn.losses import (
     potts_loss,
     seed_cross_entropy,
 )
+from graphseg.nn.a2gnn import A2GNN, BASELINES, BaselineGNN, GNNOutput, baseline_gnn
+from graphseg.nn.affinity import AffinityCNN, AffinityOutput, node_features
+from graphseg.nn.attention import VARIANTS, AffinityAttentionConv, affinity_attention
+from graphseg.nn.backbone import BackboneAdapter, ResNetBackbone
 from graphseg.nn.train import fit_a2gnn, load_checkpoint, save_checkpoint, train_affinity
+from graphseg.nn.unary import UnaryNet
 
 __all__ = [
     "A2GNN",
@@ -27,6 +28,7 @@ __all__ = [
     "BaselineGNN",
     "GNNOutput",
     "ResNetBackbone",
+    "UnaryNet",
     "affinity_attention",
     "affinity_contrast_loss",
     "affinity_loss",

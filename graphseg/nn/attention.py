@@ -15,12 +15,12 @@ from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import add_self_loops, remove_self_loops, softmax
 
 from graphseg import _checks
+from graphseg._checks import VARIANTS
 from graphseg.graph.window import WindowGraph
 from graphseg.ops.window_ops import affinity_unchecked, aggregate_unchecked
 
 __all__ = ["VARIANTS", "AffinityAttentionConv", "affinity_attention"]
 
-VARIANTS = ("paper", "official")
 EDGE_SCALE = 10.0
 THRESHOLD = 1e-3
 # F.normalize's floor: a zero feature vector gets cosine 0 with everything, itself included

@@ -17,16 +17,16 @@ from graphseg import _checks
 from graphseg._io import load_state
 from graphseg.graph.edges import as_graph
 from graphseg.graph.window import WindowGraph
-from graphseg.nn.a2gnn import A2GNN, node_inputs
-from graphseg.nn.affinity import AffinityCNN
-from graphseg.nn.attention import VARIANTS
-from graphseg.nn.losses import (
+from graphseg.losses import (
     affinity_loss,
     consistency_check,
     mp_loss,
     potts_loss,
     seed_cross_entropy,
 )
+from graphseg.nn.a2gnn import A2GNN, node_inputs
+from graphseg.nn.affinity import AffinityCNN
+from graphseg.nn.attention import VARIANTS
 from graphseg.propagate._common import seed_classes
 from graphseg.seeds.pairs import pair_labels
 
@@ -144,12 +144,7 @@ def _fit_seeds(graph, seeds, pixels: Tensor | None) -> Tensor:
         expected = (graph.batch_size, *graph.image_size)
     else:
         expected = (graph.num_nodes,)
-    if not isinstance(seeds, Tensor) or seeds.is_floating_point() or seeds.dtype == torch.bool:
-        raise TypeError(f"seeds must be an int64 tensor of shape {expected} (255 = unknown), "
-                        f"got {_checks._describe(seeds)}")
-    if tuple(seeds.shape) != expected:
-        raise ValueError(f"seeds must have shape {expected} to match the graph, got "
-                         f"{tuple(seeds.shape)}")
+    _checks.check_seed_map(seeds, expected, "the graph")
     if not bool((seeds != 255).any()):
         raise ValueError("seeds has no seed: every entry is 255 (unknown)")
     return seeds.long()

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from graphseg import WindowGraph, pixel_graph
-from graphseg.losses.pairwise import (
+from graphseg.losses import (
     DenseEnergyLoss,
     DFRLoss,
     DFRObjective,

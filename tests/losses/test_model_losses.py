@@ -1,10 +1,13 @@
+"""The losses of the learned models (graphseg.losses.affinity, .seed, .pairwise and .mp) against
+the thesis's equations written out on tiny inputs."""
+
 import math
 
 import pytest
 import torch
 
 from graphseg import WindowGraph, pixel_graph, window_offsets
-from graphseg.nn import (
+from graphseg.losses import (
     affinity_contrast_loss,
     affinity_loss,
     affinity_regular_loss,
