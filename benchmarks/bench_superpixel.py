@@ -41,10 +41,10 @@ from graphseg.metrics import (
     foreground_iou,
     seed_scores,
 )
-from graphseg.pipelines import SETTINGS
+from graphseg.pipelines import PRESETS
 from graphseg.seeds import box_interior, grabcut_seeds
 
-CONTEXT = SETTINGS["boxes"].box_context  # the box pipeline's GrabCut window
+CONTEXT = PRESETS["boxes"].seeds.context  # the box pipeline's GrabCut window
 DEFAULT_DATA = Path(os.environ.get(
     "GRAPHSEG_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 

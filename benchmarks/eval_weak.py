@@ -37,7 +37,7 @@ from common import emit, machine  # noqa: E402
 
 from graphseg import metrics, ops  # noqa: E402
 from graphseg.data import SegmentationFolder  # noqa: E402
-from graphseg.pipelines import METHODS, SETTINGS, segment  # noqa: E402
+from graphseg.pipelines import METHODS, PRESETS, segment  # noqa: E402
 from graphseg.seeds import box_interior, rasterize_points  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,11 +119,11 @@ def run_set(set_name: str, data: Path, limit: int | None, methods: list[str],
 
     energies: dict[str, list] = {}  # per run: each image's IAL energy per round
 
-    def ours(method, settings=None, run_name=None):
+    def ours(method, config=None, run_name=None):
         def run(s):
             details = {}
             labels = segment(s["image"], {weak: s[weak]}, weak=weak, method=method,
-                             num_classes=dataset.num_classes, settings=settings,
+                             num_classes=dataset.num_classes, config=config,
                              details=details)
             if "ial_reports" in details:
                 energies.setdefault(run_name, []).append(
@@ -136,10 +136,9 @@ def run_set(set_name: str, data: Path, limit: int | None, methods: list[str],
             # IAL is the slowest: its rows cover the first --ial-limit images, after 1 and 3
             # EM rounds (the 1-round run is the first round of the 3-round one)
             for rounds in (1, 3):
-                settings = replace(SETTINGS[weak], ial=replace(SETTINGS[weak].ial,
-                                                               rounds=rounds))
+                config = replace(PRESETS[weak].config("ial"), rounds=rounds)
                 name = f"graphseg_ial_{rounds}round{'s' if rounds > 1 else ''}"
-                runs.append((name, ours(method, settings, name),
+                runs.append((name, ours(method, config, name),
                              min(ial_limit, len(dataset))))
         elif method in METHODS[weak]:
             runs.append((f"graphseg_{method}", ours(method), len(dataset)))

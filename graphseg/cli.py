@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import sys
 
 
@@ -38,9 +36,7 @@ def _parser() -> argparse.ArgumentParser:
         "(torchrun --nproc_per_node 4 -m graphseg segment ... runs it in 4 processes)",
     )
     _add_folder_arguments(segment)
-    segment.add_argument("--method", help="box: grabcut (default), harmonic, a2gnn, ial, "
-                         "pce-potts; points and scribbles: harmonic (default), random-walk, "
-                         "a2gnn, ial, pce-potts; tags: a2gnn (default), random-walk")
+    segment.add_argument("--method", help=_methods_help())
     segment.add_argument("--out", required=True, help="output folder")
     segment.add_argument("--resume", action="store_true", help="skip images already written")
     _add_output_arguments(segment, figures=True)
@@ -93,6 +89,15 @@ def _parser() -> argparse.ArgumentParser:
     _add_propagate_parsers(commands)
     _add_bench_parser(commands)
     return parser
+
+
+def _methods_help() -> str:
+    """The methods of each weak kind, from the registry of recipes."""
+    from graphseg.pipelines import DEFAULT_METHOD, METHODS
+
+    return "; ".join(f"{weak}: " + ", ".join(m + (" (default)" if m == DEFAULT_METHOD[weak]
+                                                 else "") for m in methods)
+                     for weak, methods in METHODS.items())
 
 
 def _add_output_arguments(parser, *, figures: bool = False) -> None:
@@ -334,10 +339,11 @@ def _folder(args, weak: str):
 
 def _segment(args) -> int:
     from graphseg.pipelines import segment_dataset
+    from graphseg.pipelines.distributed import ranks
 
     weak = _WEAK[args.weak]
     dataset = _folder(args, weak)
-    with _ranks() as (rank, world):
+    with ranks() as (rank, world):
         failures = segment_dataset(dataset, args.out, weak=weak, method=args.method,
                                    resume=args.resume, progress=not args.quiet,
                                    checkpoint=args.checkpoint, shard=(rank, world),
@@ -348,7 +354,7 @@ def _segment(args) -> int:
 def _dataset_summary(args, verb: str, dataset, failures, rank: int, world: int) -> int:
     """The summary of a data-set command, printed by rank 0 with the failures of every rank;
     every rank returns the same exit code."""
-    from graphseg.pipelines._runner import gather_failures
+    from graphseg.pipelines.distributed import gather_failures
 
     failures = gather_failures(failures, dataset.names)
     done = len(dataset) - len(failures)
@@ -360,37 +366,18 @@ def _dataset_summary(args, verb: str, dataset, failures, rank: int, world: int) 
     return 1 if failures else 0
 
 
-@contextlib.contextmanager
-def _ranks():
-    """(rank, world size) of this process: under ``torchrun`` (WORLD_SIZE > 1) a gloo process
-    group is set up for the run and torn down after it; otherwise (0, 1)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        yield 0, 1
-        return
-    import torch.distributed as dist
-
-    dist.init_process_group("gloo")
-    try:
-        yield dist.get_rank(), dist.get_world_size()
-    finally:
-        dist.destroy_process_group()
-
-
 def _train_affinity(args) -> int:
-    import dataclasses
-
     from graphseg._io import output_file
-    from graphseg.pipelines import SETTINGS, train_affinity_dataset
+    from graphseg.pipelines import train_affinity_dataset
+    from graphseg.pipelines.distributed import ranks
 
     weak = _WEAK[args.weak]
     output_file(args.out, "--out")
     dataset = _folder(args, weak)
-    settings = dataclasses.replace(SETTINGS[weak], affinity_size=args.size)
-    with _ranks() as (rank, world):
+    with ranks() as (rank, world):
         run = train_affinity_dataset(dataset, weak=weak, out=args.out, epochs=args.epochs,
-                                     lr=args.lr, size=args.size, settings=settings,
-                                     progress=not args.quiet, resume=args.resume)
+                                     lr=args.lr, size=args.size, progress=not args.quiet,
+                                     resume=args.resume)
     if rank != 0:
         return 1 if run.failures else 0
     loss = f", last loss {run.history[-1]:.4f}" if run.history else ""
@@ -406,6 +393,7 @@ def _train_affinity(args) -> int:
 def _propagate(args) -> int:
     from graphseg.data import PropagationFolder
     from graphseg.pipelines import propagate_dataset
+    from graphseg.pipelines.distributed import ranks
 
     if args.preset is not None and args.seeds is not None:
         raise ValueError("--preset applies to --cams; seed maps take no preset")
@@ -414,7 +402,7 @@ def _propagate(args) -> int:
     dataset = PropagationFolder(args.images, seeds=args.seeds, cams=args.cams,
                                 boundaries=args.boundaries)
     probabilities = args.format if args.command == "propagate" else args.probabilities
-    with _ranks() as (rank, world):
+    with ranks() as (rank, world):
         failures = propagate_dataset(
             dataset, args.out, method=args.method, probabilities=probabilities,
             resume=args.resume, progress=not args.quiet, shard=(rank, world),

@@ -58,7 +58,7 @@ def window_offsets(
 
     - ``"disk"``: dy² + dx² ≤ r² (A²GNN paper window) → K = 80 at r = 5, 48 at r = 4, 28 at r = 3.
     - ``"psa"``: the AffinityNet/IRN half-disk — (0, dx) for dx = 1..r−1 and (dy, dx) for
-      dy = 1..r−1, |dx| ≤ r−1, dy² + dx² < r² (34 directions at r = 5) — followed by their
+      dy = 1..r−1, ``|dx| ≤ r−1``, dy² + dx² < r² (34 directions at r = 5) — followed by their
       negations, so the table is closed under negation → K = 68 at r = 5. Offset ``k + K/2`` is
       the opposite of offset ``k``.
     - ``"square"``: the (2r+1)² − 1 entries of A²GNN's official unfold window → K = 120 at r = 5.

@@ -1,31 +1,73 @@
-"""Weak labels to masks, end to end: seeds, graphs, propagation or A²GNN, and evaluation."""
+"""Weak labels to masks, end to end.
 
-from graphseg.pipelines.evaluate import evaluate_folder
-from graphseg.pipelines.propagation import (
-    PROBABILITY_FORMATS,
-    PROPAGATE_METHODS,
-    propagate_dataset,
-    propagate_image,
-)
-from graphseg.pipelines.weak import (
+One image goes ``labels → seeds → graph → propagation → probabilities → finishing → labels``:
+:mod:`~graphseg.pipelines.kinds` (one module per weak kind) makes the seeds,
+:mod:`~graphseg.pipelines.recipes` (one module per method, registered in
+:mod:`~graphseg.pipelines.registry`) the probabilities, :mod:`~graphseg.pipelines.finishing`
+fuses a colour model and runs the CRF, and :func:`segment` composes them with the settings of
+:data:`PRESETS`. Data sets: :func:`segment_dataset`, :func:`propagate_dataset`,
+:func:`train_affinity_dataset` and :func:`evaluate_folder`.
+"""
+
+from graphseg.pipelines._runner import Failure
+from graphseg.pipelines.affinity import (
     AFFINITY_ARCHITECTURE,
-    DEFAULT_METHOD,
-    LABEL_KEYS,
-    METHODS,
-    SETTINGS,
     AffinityTraining,
-    Failure,
-    Settings,
     affinity_model,
     load_affinity,
-    segment,
-    segment_dataset,
     train_affinity_dataset,
-    weak_seeds,
 )
+from graphseg.pipelines.dataset import propagate_dataset, segment_dataset
+from graphseg.pipelines.evaluate import evaluate_folder
+from graphseg.pipelines.finishing import FinishConfig
+from graphseg.pipelines.kinds import (
+    LABEL_KEYS,
+    BoxSeeds,
+    PointSeeds,
+    ScribbleSeeds,
+    TagSeeds,
+    WeakInput,
+)
+from graphseg.pipelines.presets import DEFAULT_METHOD, PRESETS, Preset
+from graphseg.pipelines.propagation import PROBABILITY_FORMATS, PROPAGATE_METHODS, propagate_image
+from graphseg.pipelines.recipes import (
+    A2GNNConfig,
+    HarmonicConfig,
+    IALConfig,
+    IALResult,
+    LearnedGraph,
+    RandomWalkConfig,
+    RegularizedConfig,
+    RGBGraph,
+    RoundReport,
+    fit_regularized,
+    ial_em,
+)
+from graphseg.pipelines.recipes.ial import reference_energy
+from graphseg.pipelines.registry import METHODS, Recipe, get_recipe, list_recipes, register_recipe
+from graphseg.pipelines.segmentation import segment, weak_seeds
 
-__all__ = ["AFFINITY_ARCHITECTURE", "DEFAULT_METHOD", "LABEL_KEYS", "METHODS",
-           "PROBABILITY_FORMATS", "PROPAGATE_METHODS", "SETTINGS", "AffinityTraining", "Failure",
-           "Settings", "affinity_model", "evaluate_folder", "load_affinity", "propagate_dataset",
-           "propagate_image", "segment", "segment_dataset", "train_affinity_dataset",
-           "weak_seeds"]
+__all__ = ["A2GNNConfig", "AFFINITY_ARCHITECTURE", "AffinityTraining", "BoxSeeds",
+           "DEFAULT_METHOD", "Failure", "FinishConfig", "HarmonicConfig", "IALConfig",
+           "IALResult", "LABEL_KEYS", "LearnedGraph", "METHODS", "PRESETS",
+           "PROBABILITY_FORMATS", "PROPAGATE_METHODS", "PointSeeds", "Preset", "RGBGraph",
+           "RandomWalkConfig", "Recipe", "RegularizedConfig", "RoundReport", "ScribbleSeeds",
+           "TagSeeds", "WeakInput", "affinity_model", "evaluate_folder", "fit_regularized",
+           "get_recipe", "ial_em", "list_recipes", "load_affinity", "propagate_dataset",
+           "propagate_image", "reference_energy", "register_recipe", "segment",
+           "segment_dataset", "train_affinity_dataset", "weak_seeds"]
+
+_DEPRECATED = {"Settings": "PRESETS[weak].replace(...) and the recipes' configs",
+               "SETTINGS": "PRESETS"}
+
+
+def __getattr__(name: str):
+    if name in _DEPRECATED:
+        import warnings
+
+        from graphseg.pipelines import _settings
+
+        warnings.warn(f"graphseg.pipelines.{name} is deprecated: use graphseg.pipelines."
+                      f"{_DEPRECATED[name]}", DeprecationWarning, stacklevel=2)
+        return getattr(_settings, name)
+    raise AttributeError(f"module 'graphseg.pipelines' has no attribute {name!r}")

@@ -1,4 +1,5 @@
-"""The loop shared by the data-set commands: shards, resume, one failure per bad image."""
+"""The loop shared by the data-set commands: shards, resume, one failure per bad image
+(the process group of ``torchrun`` is in :mod:`graphseg.pipelines.distributed`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from tqdm.auto import tqdm
 
 from graphseg._io import readable, remove_temporaries
 
-__all__ = ["ITEM_ERRORS", "Failure", "check_shard", "for_each_sample", "gather_failures",
+__all__ = ["ITEM_ERRORS", "Failure", "check_shard", "for_each_sample", "sample_labels",
            "shard_indices"]
 
 ITEM_ERRORS = (OSError, ValueError, TypeError, KeyError, RuntimeError)
@@ -93,15 +94,6 @@ def for_each_sample(dataset, process: Callable[[str, dict], None], *, desc: str,
     return failures
 
 
-def gather_failures(failures: list[Failure], names=None) -> list[Failure]:
-    """The failures of every rank of the default ``torch.distributed`` process group (when one
-    is initialised), on every rank, in the order of ``names``."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return failures
-    every: list = [None] * dist.get_world_size()
-    dist.all_gather_object(every, failures)
-    order = {name: i for i, name in enumerate(names or [])}
-    merged = [failure for part in every for failure in part]
-    return sorted(merged, key=lambda failure: order.get(failure.name, len(order)))
+def sample_labels(sample: dict, keys) -> dict:
+    """The entries ``keys`` of a data-set sample (the labels a weak kind reads)."""
+    return {key: sample.get(key) for key in keys}

@@ -1,6 +1,6 @@
-"""Seed maps or class activation maps propagated over pixel graphs: one image
-(:func:`propagate_image`) or a data set of them (:func:`propagate_dataset`, what
-``graphseg propagate`` and ``graphseg pseudo-labels`` run).
+"""Seed maps or class activation maps propagated over pixel graphs, one image at a time
+(:func:`propagate_image`; a folder of them: :func:`~graphseg.pipelines.propagate_dataset`,
+what ``graphseg propagate`` and ``graphseg pseudo-labels`` run).
 
 The input of an image is either
 
@@ -29,24 +29,16 @@ The pixel graph (all methods but PAR and the CRF) is the colour + position Gauss
 
 from __future__ import annotations
 
-import inspect
 import math
-import os
-from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from graphseg import _checks
-from graphseg._io import atomic_path, check_png_classes, output_folder, write_label_png
-from graphseg.figures import save_result_figure
 from graphseg.graph.offsets import window_offsets
 from graphseg.graph.window import pixel_graph
-from graphseg.pipelines._runner import Failure, for_each_sample
-from graphseg.pipelines.ial import single_image
-from graphseg.pipelines.weak import _present
+from graphseg.pipelines._common import renumber, single_image
 from graphseg.propagate import (
     CRF_PRESETS,
     RANDOM_WALK_PRESETS,
@@ -61,7 +53,8 @@ from graphseg.propagate import (
 )
 from graphseg.seeds import add_background, check_cam_layout, normalize_cam, topk_seeds
 
-__all__ = ["PROPAGATE_METHODS", "PROBABILITY_FORMATS", "propagate_dataset", "propagate_image"]
+__all__ = ["PROBABILITY_FORMATS", "PROPAGATE_METHODS", "cam_start", "check_options",
+           "propagate_image"]
 
 PROPAGATE_METHODS = ("random-walk", "harmonic", "label-spreading", "par", "crf", "ial")
 PROBABILITY_FORMATS = ("npy", "pt")
@@ -127,13 +120,13 @@ def _seeded_classes(solve, seeds: Tensor, num_classes: int) -> Tensor:
     """``(1, K, H, W)`` probabilities from ``solve(local_seeds, k)`` run on the k classes that
     have seeds, renumbered 0..k-1 (ids with gaps, such as VOC's {0, 13}, included); the other
     classes get probability 0."""
-    present, local = _present(seeds)
+    present, local = renumber(seeds)
     probs = torch.zeros(1, num_classes, *seeds.shape[1:])
     probs[:, present] = solve(local, len(present)).clamp_min(0)
     return _normalised(probs)
 
 
-def _check_options(method: str, *, preset, num_classes, radius, sigma_xy, sigma_rgb, stride,
+def check_options(method: str, *, preset, num_classes, radius, sigma_xy, sigma_rgb, stride,
                    beta, num_steps) -> None:
     """The options of :func:`propagate_image`, checked once before any image is read."""
     _checks.check_choice("method", method, PROPAGATE_METHODS)
@@ -225,7 +218,7 @@ def propagate_image(image, *, seeds=None, cams=None, method: str, preset: str | 
         ``(1, K, H, W)`` probabilities summing to 1 per pixel: K = ``num_classes`` for seeds,
         C + 1 (background first) for CAMs.
     """
-    _check_options(method, preset=preset, num_classes=num_classes, radius=radius,
+    check_options(method, preset=preset, num_classes=num_classes, radius=radius,
                    sigma_xy=sigma_xy, sigma_rgb=sigma_rgb, stride=stride, beta=beta,
                    num_steps=num_steps)
     if (seeds is None) == (cams is None):
@@ -271,86 +264,7 @@ def propagate_image(image, *, seeds=None, cams=None, method: str, preset: str | 
     return _normalised(ial_refine(pixel_graph(image, **graph_options), probs))
 
 
-_OPTIONS = {"preset", "num_classes", "radius", "sigma_xy", "sigma_rgb", "stride", "beta",
-            "num_steps"}
-"""The options of :func:`propagate_image` that :func:`propagate_dataset` passes on."""
-
-
-def _save_probabilities(path: Path, probs: Tensor, fmt: str) -> None:
-    array = probs[0].to(torch.float32).cpu()
-    with atomic_path(path) as temporary:
-        if fmt == "npy":
-            with open(temporary, "wb") as handle:
-                np.save(handle, array.numpy())
-        else:
-            torch.save(array, temporary)
-
-
-def propagate_dataset(dataset, out_dir: str | os.PathLike, *, method: str,
-                      probabilities: str | None = "npy", resume: bool = False,
-                      progress: bool = True, shard: tuple[int, int] = (0, 1),
-                      figures: str | os.PathLike | None = None, **options) -> list[Failure]:
-    """Propagates every sample of a data set and writes ``OUT/NAME.png`` (uint8 argmax) and,
-    unless ``probabilities`` is None, ``OUT/NAME.npy`` or ``.pt`` (float32 ``(K, H, W)``).
-
-    Every file is written atomically (the temporaries of a killed run are removed by the
-    next), and ``resume`` skips an image only when every asked output (PNG, probabilities,
-    figure) reads back whole. The options are checked, and a class count that does not fit a
-    label PNG (over 255) refused, before the first image. A failed image is reported and the
-    others go on.
-    Images are independent, so the shards of ``torchrun`` ranks write the files of a single
-    run.
-
-    Args:
-        dataset: a :class:`graphseg.data.PropagationFolder` (or any sequence of samples with
-            ``name``, ``image`` and ``seeds`` or ``cams``, optionally ``boundary``).
-        out_dir: output folder (created).
-        method: one of :data:`PROPAGATE_METHODS`.
-        probabilities: ``"npy"``, ``"pt"`` or None (labels only).
-        resume, progress, shard, figures: as :func:`graphseg.pipelines.segment_dataset`.
-        **options: passed to :func:`propagate_image` (``preset``, ``num_classes``,
-            ``radius``, ``sigma_xy``, ``sigma_rgb``, ``stride``, ``beta``, ``num_steps``).
-
-    Returns:
-        The failures of this shard, in order.
-    """
-    defaults = {name: parameter.default for name, parameter
-                in inspect.signature(propagate_image).parameters.items() if name in _OPTIONS}
-    unknown = sorted(set(options) - _OPTIONS)
-    if unknown:
-        raise TypeError(f"propagate_dataset got unknown options {unknown}; expected some of "
-                        f"{sorted(_OPTIONS)}")
-    _check_options(method, **{**defaults, **options})
-    if options.get("num_classes") is not None:
-        check_png_classes(options["num_classes"])
-    if probabilities is not None:
-        _checks.check_choice("probabilities", probabilities, PROBABILITY_FORMATS)
-    out = output_folder(out_dir, "out_dir")
-    if figures is not None:
-        output_folder(figures, "figures")
-
-    def process(name: str, sample: dict) -> None:
-        probs = propagate_image(sample["image"], seeds=sample.get("seeds"),
-                                cams=sample.get("cams"), method=method,
-                                boundary=sample.get("boundary"), **options)
-        check_png_classes(probs.shape[1], "the class count (CAM channels + 1)")
-        labels = probs[0].argmax(0)
-        if probabilities is not None:
-            _save_probabilities(out / f"{name}.{probabilities}", probs, probabilities)
-        write_label_png(out / f"{name}.png", labels)
-        if figures is not None:
-            start = sample.get("seeds")
-            if start is None:
-                start = _cam_probs(_cam_maps(sample["cams"], *labels.shape),
-                                   options.get("preset"))[0].argmax(0)
-            save_result_figure(Path(figures) / f"{name}.png", sample["image"], start, labels,
-                               title=f"{name}: {method}")
-
-    def outputs(name: str) -> list[Path]:
-        files = [out / f"{name}.png"]
-        if probabilities is not None:
-            files.append(out / f"{name}.{probabilities}")
-        return files + ([] if figures is None else [Path(figures) / f"{name}.png"])
-
-    return for_each_sample(dataset, process, desc=f"propagate {method}", shard=shard,
-                           progress=progress, outputs=outputs, resume=resume)
+def cam_start(cams, height: int, width: int, preset: str | None) -> Tensor:
+    """The ``(H, W)`` argmax of the CAMs' probabilities before propagation (what a figure shows
+    as the start of a CAM propagation)."""
+    return _cam_probs(_cam_maps(cams, height, width), preset)[0].argmax(0)

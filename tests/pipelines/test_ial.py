@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from graphseg import pixel_graph
-from graphseg.pipelines.ial import IALConfig, ial_em, reference_energy
+from graphseg.pipelines import IALConfig, ial_em, reference_energy
 
 SMALL = IALConfig(rounds=3, size=64, unary_steps=60, pairwise_steps=40, n_segments=40)
 

@@ -257,14 +257,14 @@ def test_propagate_dataset_reports_failures_and_resumes(scene_set, tmp_path):
 
 
 def test_propagate_dataset_leaves_no_partial_file(scene_set, tmp_path, monkeypatch):
-    import graphseg.pipelines.propagation as propagation
+    import graphseg.pipelines.dataset as dataset
 
     def broken(path, labels):
-        with propagation.atomic_path(path) as temporary:
+        with dataset.atomic_path(path) as temporary:
             temporary.write_bytes(b"half a PNG")
             raise OSError("disk full")
 
-    monkeypatch.setattr(propagation, "write_label_png", broken)
+    monkeypatch.setattr(dataset, "write_label_png", broken)
     folder = PropagationFolder(scene_set / "images", seeds=scene_set / "seeds")
     out = tmp_path / "out"
     failures = propagate_dataset(folder, out, method="harmonic", progress=False,

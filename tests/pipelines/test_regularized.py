@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from graphseg import pixel_graph
 from graphseg.losses import dense_energy_loss
-from graphseg.pipelines.regularized import RegularizedConfig, fit_regularized
+from graphseg.pipelines import RegularizedConfig, fit_regularized
 
 CONFIG = RegularizedConfig(size=48, steps=60)
 

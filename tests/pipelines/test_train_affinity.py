@@ -11,7 +11,7 @@ from graphseg.data import SegmentationFolder
 from graphseg.nn import AffinityCNN
 from graphseg.pipelines import (
     AFFINITY_ARCHITECTURE,
-    SETTINGS,
+    PRESETS,
     AffinityTraining,
     affinity_model,
     load_affinity,
@@ -20,7 +20,7 @@ from graphseg.pipelines import (
     train_affinity_dataset,
     weak_seeds,
 )
-from graphseg.pipelines import weak as weak_module
+from graphseg.pipelines import segmentation as segmentation_module
 from graphseg.seeds import box_interior, grabcut_seeds, rasterize_points
 
 # 10 epochs, not 5: after 5 the learned graph is too weak for A²GNN to be robust and rounding
@@ -30,7 +30,8 @@ EPOCHS = 10
 LR = 3e-3
 # A²GNN on the learned graph: with FAST's 20 epochs it now and then labels a whole box foreground
 # even on a well-trained graph (after 20 training epochs too); 100 is the thesis's count
-LEARNED = replace(FAST, epochs=100)
+LEARNED = {weak: preset.replace(replace(preset.config("a2gnn"), epochs=100))
+           for weak, preset in FAST.items()}
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +53,11 @@ def test_weak_seeds_are_the_seeds_of_segment(scenes):  # noqa: F811
     boxes = weak_seeds(image, labels, weak="boxes")
     assert boxes.shape == (1, H, W) and boxes.dtype == torch.int64
     assert torch.equal(boxes, grabcut_seeds(image, [labels["boxes"]],
-                                            context=SETTINGS["boxes"].box_context))
+                                            context=PRESETS["boxes"].seeds.context))
     assert torch.equal(segment(image, labels, weak="boxes", method="grabcut"),
                        torch.where(boxes[0] == 255, 0, boxes[0]))
-    points = weak_seeds(image, labels, weak="points", settings=FAST)
-    disks = rasterize_points([labels["points"]], H, W, radius=FAST.point_radius)
+    points = weak_seeds(image, labels, weak="points", preset=FAST["points"])
+    disks = rasterize_points([labels["points"]], H, W, radius=FAST["points"].seeds.radius)
     assert points.shape == (1, H, W) and set(points.unique().tolist()) == {0, 1, 255}
     # expanded to superpixels: every disk pixel kept, more pixels seeded
     assert torch.equal(points[disks != 255], disks[disks != 255])
@@ -144,7 +145,7 @@ def test_trainer_reports_a_corrupt_image_and_still_saves(scene_copy, tmp_path): 
     (scene_copy / "images" / "img1.png").write_bytes(b"\x89PNG not really an image" * 10)
     dataset = SegmentationFolder(scene_copy, weak="points", with_mask=False)
     run = train_affinity_dataset(dataset, weak="points", out=tmp_path / "a.pt", epochs=1,
-                                 size=48, settings=FAST, progress=False)
+                                 size=48, preset=FAST["points"], progress=False)
     assert [f.name for f in run.failures] == ["img1"] and run.failures[0].reason
     assert len(run.history) == 1 and load_affinity(tmp_path / "a.pt") is not None
     for name in ("img0", "img2"):
@@ -183,7 +184,7 @@ def test_segment_on_the_learned_graph_is_accurate(scenes, trained, weak):  # noq
     model = load_affinity(trained[weak][1])
     scores = []
     for image, truth, labels in zip(scenes.images, scenes.truths, scenes.labels, strict=True):
-        pred = segment(image, labels, weak=weak, method="a2gnn", settings=LEARNED,
+        pred = segment(image, labels, weak=weak, method="a2gnn", preset=LEARNED[weak],
                        checkpoint=model)
         assert pred.shape == (H, W) and pred.dtype == torch.int64
         assert set(pred.unique().tolist()) == {0, 1}
@@ -198,12 +199,12 @@ def test_segment_on_the_learned_graph_is_accurate(scenes, trained, weak):  # noq
 def test_segment_takes_a_checkpoint_path(scenes, trained):  # noqa: F811
     image, labels = scenes.images[1], scenes.labels[1]
     model, path = load_affinity(trained["points"][1]), trained["points"][1]
-    by_model = segment(image, labels, weak="points", method="a2gnn", settings=FAST,
+    by_model = segment(image, labels, weak="points", method="a2gnn", preset=FAST["points"],
                        checkpoint=model)
     assert torch.equal(by_model, segment(image, labels, weak="points", method="a2gnn",
-                                         settings=FAST, checkpoint=path))
+                                         preset=FAST["points"], checkpoint=path))
     assert torch.equal(by_model, segment(image, labels, weak="points", method="a2gnn",
-                                         settings=FAST, checkpoint=str(path)))
+                                         preset=FAST["points"], checkpoint=str(path)))
 
 
 def test_segment_rejects_a_checkpoint_for_other_methods(scenes, trained, tmp_path):  # noqa: F811
@@ -226,22 +227,23 @@ def test_segment_rejects_a_checkpoint_for_other_methods(scenes, trained, tmp_pat
 def test_segment_dataset_loads_the_checkpoint_once(scenes, trained, tmp_path,  # noqa: F811
                                                    monkeypatch):
     loads = []
-    real_load = weak_module.load_affinity
+    real_load = segmentation_module.load_affinity
 
     def spy(path, **kwargs):
         loads.append(path)
         return real_load(path, **kwargs)
 
-    monkeypatch.setattr(weak_module, "load_affinity", spy)
+    monkeypatch.setattr(segmentation_module, "load_affinity", spy)
     dataset = SegmentationFolder(scenes.root, weak="boxes", with_mask=False)
     results = {}
     failures = segment_dataset(dataset, tmp_path / "out", weak="boxes", method="a2gnn",
-                               settings=FAST, progress=False, checkpoint=trained["boxes"][1],
+                               preset=FAST["boxes"], progress=False, checkpoint=trained["boxes"][1],
                                on_result=lambda name, labels, _: results.update({name: labels}))
     assert failures == [] and loads == [trained["boxes"][1]]
     assert sorted(results) == NAMES
     expected = segment(scenes.images[0], scenes.labels[0], weak="boxes", method="a2gnn",
-                       num_classes=2, settings=FAST, checkpoint=real_load(trained["boxes"][1]))
+                       num_classes=2, preset=FAST["boxes"],
+                       checkpoint=real_load(trained["boxes"][1]))
     assert torch.equal(results["img0"], expected)
     with pytest.raises(ValueError, match="only used by method 'a2gnn'"):
         segment_dataset(dataset, tmp_path / "out2", weak="boxes", method="harmonic",

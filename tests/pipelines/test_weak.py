@@ -16,24 +16,35 @@ from graphseg.data import SegmentationFolder
 from graphseg.data.datasets import read_label_map
 from graphseg.pipelines import (
     METHODS,
-    SETTINGS,
+    PRESETS,
+    A2GNNConfig,
+    BoxSeeds,
     Failure,
-    Settings,
+    FinishConfig,
+    IALConfig,
+    PointSeeds,
+    Preset,
+    RegularizedConfig,
+    ScribbleSeeds,
+    TagSeeds,
     evaluate_folder,
     segment,
     segment_dataset,
     weak_seeds,
 )
-from graphseg.pipelines import weak as weak_module
-from graphseg.pipelines.ial import IALConfig
-from graphseg.pipelines.regularized import RegularizedConfig
+from graphseg.pipelines import dataset as dataset_module
 from graphseg.seeds import box_interior
 
-# small settings: a2gnn trains in a fraction of a second on these images, ial in about one
-FAST = Settings(n_segments=300, epochs=20, hidden=16,
-                ial=IALConfig(rounds=2, size=48, unary_steps=80, pairwise_steps=20,
-                              n_segments=40),
-                regularized=RegularizedConfig(size=48, steps=60))
+# small settings: every recipe at its defaults but fewer superpixels and epochs (a2gnn trains
+# in a fraction of a second on these images, ial in about one), and no finishing
+FAST = {weak: Preset({"boxes": BoxSeeds(), "points": PointSeeds(n_segments=300),
+                      "scribbles": ScribbleSeeds(n_segments=300), "tags": TagSeeds()}[weak],
+                     PRESETS[weak].method, FinishConfig(),
+                     (A2GNNConfig(epochs=20, hidden=16, n_segments=300),
+                      IALConfig(rounds=2, size=48, unary_steps=80, pairwise_steps=20,
+                                n_segments=40),
+                      RegularizedConfig(size=48, steps=60)))
+        for weak in PRESETS}
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +100,7 @@ QUALITY = {("boxes", "grabcut"): 0.9, ("boxes", "harmonic"): 0.9, ("boxes", "a2g
 @pytest.mark.parametrize(("weak", "method"), sorted(QUALITY))
 def test_segment_every_method_is_accurate(scenes, weak, method):
     for image, truth, labels in zip(scenes.images, scenes.truths, scenes.labels, strict=True):
-        pred = segment(image, labels, weak=weak, method=method, settings=FAST)
+        pred = segment(image, labels, weak=weak, method=method, preset=FAST[weak])
         assert pred.shape == (H, W) and pred.dtype == torch.int64
         assert set(pred.unique().tolist()) == {0, 1}
         assert foreground_iou(pred, truth) >= QUALITY[weak, method], (weak, method)
@@ -106,7 +117,7 @@ def test_methods_table_matches_the_tests():
                                               ("scribbles", None), ("tags", None)])
 def test_default_settings_with_colour_model_and_crf(scenes, weak, method):
     # the shipped settings fuse the colour model and/or run the CRF after the method
-    assert SETTINGS[weak].colour_weight > 0 or SETTINGS[weak].crf is not None
+    assert PRESETS[weak].finish.colour_weight > 0 or PRESETS[weak].finish.crf is not None
     for image, truth, labels in zip(scenes.images, scenes.truths, scenes.labels, strict=True):
         pred = segment(image, labels, weak=weak, method=method)
         assert foreground_iou(pred, truth) >= 0.9
@@ -114,7 +125,7 @@ def test_default_settings_with_colour_model_and_crf(scenes, weak, method):
 
 def test_scribble_seeds_follow_the_strokes(scenes):
     image, truth, labels = scenes.images[0], scenes.truths[0], scenes.labels[0]
-    seeds = weak_seeds(image, labels, weak="scribbles", settings=FAST)
+    seeds = weak_seeds(image, labels, weak="scribbles", preset=FAST["scribbles"])
     # every seed agrees with the truth (superpixels hold one colour here) and both classes
     # have seeds along their strokes
     known = seeds[0] != 255
@@ -140,12 +151,12 @@ def test_tags_untagged_classes_are_dropped(scenes):
     image, labels = scenes.images[0], scenes.labels[0]
     # a second CAM channel fires everywhere but its class is not tagged: it must not appear
     cams = torch.cat([labels["cams"], torch.ones_like(labels["cams"])])
-    pred = segment(image, {"tags": [1], "cams": cams}, weak="tags", settings=FAST)
+    pred = segment(image, {"tags": [1], "cams": cams}, weak="tags", preset=FAST["tags"])
     assert set(pred.unique().tolist()) == {0, 1}
     # CAMs at a quarter of the resolution are resized to the image
     small = torch.nn.functional.avg_pool2d(labels["cams"][None], 4)[0]
     pred = segment(image, {"tags": [1], "cams": small}, weak="tags", method="random-walk",
-                   settings=FAST)
+                   preset=FAST["tags"])
     assert foreground_iou(pred, scenes.truths[0]) >= 0.85
 
 
@@ -156,20 +167,21 @@ def test_segment_default_method_and_input_forms(scenes):
     assert torch.equal(by_default, segment(image, labels, weak="boxes", method="grabcut"))
     assert torch.equal(by_default, segment(as_tensor, labels, weak="boxes"))
     assert torch.equal(by_default, segment(as_tensor[None], labels, weak="boxes"))
-    points = segment(image, labels, weak="points", settings=FAST)
+    points = segment(image, labels, weak="points", preset=FAST["points"])
     assert torch.equal(points, segment(image, labels, weak="points", method="harmonic",
-                                       settings=FAST))
+                                       preset=FAST["points"]))
     assert foreground_iou(points, truth) >= 0.9
 
 
 def test_segment_with_a_second_foreground_class(scenes):
     image, truth, labels = scenes.images[1], scenes.truths[1], scenes.labels[1]
     boxes = {"boxes": [{"cls": 3, "box": labels["boxes"][0]["box"]}]}
-    pred = segment(image, boxes, weak="boxes", method="harmonic", num_classes=4, settings=FAST)
+    pred = segment(image, boxes, weak="boxes", method="harmonic", num_classes=4,
+                   preset=FAST["boxes"])
     assert set(pred.unique().tolist()) == {0, 3}
     assert torch.equal(pred == 3, truth == 1)
     points = {"points": [dict(p, cls=2 if p["cls"] else 0) for p in labels["points"]]}
-    pred = segment(image, points, weak="points", method="a2gnn", settings=FAST)
+    pred = segment(image, points, weak="points", method="a2gnn", preset=FAST["points"])
     assert set(pred.unique().tolist()) <= {0, 2} and 2 in pred.unique().tolist()
 
 
@@ -190,9 +202,9 @@ def test_segment_ignores_the_other_kind(scenes):
     assert torch.equal(segment(image, garbage_points, weak="boxes"),
                        segment(image, {"boxes": labels["boxes"]}, weak="boxes"))
     garbage_boxes = {"points": labels["points"], "boxes": [{"cls": 9, "box": [50, 50, 0, 0]}]}
-    assert torch.equal(segment(image, garbage_boxes, weak="points", settings=FAST),
+    assert torch.equal(segment(image, garbage_boxes, weak="points", preset=FAST["points"]),
                        segment(image, {"points": labels["points"]}, weak="points",
-                               settings=FAST))
+                               preset=FAST["points"]))
 
 
 def test_points_run_never_sees_boxes(scenes, tmp_path, monkeypatch):
@@ -201,16 +213,16 @@ def test_points_run_never_sees_boxes(scenes, tmp_path, monkeypatch):
     assert sorted(sample) == ["image", "mask", "name", "points"]
     assert sample["points"] == scenes.labels[0]["points"]
     seen = []
-    real_segment = weak_module.segment
+    real_segment = dataset_module.segment
 
     def spy(image, labels, **kwargs):
         seen.append((sorted(labels), kwargs["weak"]))
         return real_segment(image, labels, **kwargs)
 
-    monkeypatch.setattr(weak_module, "segment", spy)
+    monkeypatch.setattr(dataset_module, "segment", spy)
     failures = segment_dataset(SegmentationFolder(scenes.root, weak="points", with_mask=False),
                                tmp_path / "out", weak="points",
-                               method="random-walk", progress=False, settings=FAST)
+                               method="random-walk", progress=False, preset=FAST["points"])
     assert failures == []
     assert seen == [(["points"], "points")] * len(NAMES)
     # a boxes-only data set cannot feed a points run
@@ -223,15 +235,15 @@ def test_tags_run_reads_tags_and_cams_from_the_folder(scenes, tmp_path, monkeypa
                                  with_mask=False)
     assert sorted(dataset[0]) == ["cams", "image", "name", "tags"]
     seen = []
-    real_segment = weak_module.segment
+    real_segment = dataset_module.segment
 
     def spy(image, labels, **kwargs):
         seen.append(sorted(labels))
         return real_segment(image, labels, **kwargs)
 
-    monkeypatch.setattr(weak_module, "segment", spy)
+    monkeypatch.setattr(dataset_module, "segment", spy)
     failures = segment_dataset(dataset, tmp_path / "out", weak="tags", method="random-walk",
-                               progress=False, settings=FAST)
+                               progress=False, preset=FAST["tags"])
     assert failures == [] and seen == [["cams", "tags"]] * len(NAMES)
     for name, truth in zip(NAMES, scenes.truths, strict=True):
         assert foreground_iou(read_label_map(tmp_path / "out" / f"{name}.png"), truth) >= 0.85
@@ -241,7 +253,7 @@ def test_tags_run_reports_a_missing_cam_file(scene_copy, tmp_path):
     (scene_copy / "cams" / f"{NAMES[1]}.npy").unlink()
     dataset = SegmentationFolder(scene_copy, weak="tags", cams=scene_copy / "cams")
     failures = segment_dataset(dataset, tmp_path / "out", weak="tags", method="random-walk",
-                               progress=False, settings=FAST)
+                               progress=False, preset=FAST["tags"])
     assert [f.name for f in failures] == [NAMES[1]]
     assert listing(tmp_path / "out") == [f"{NAMES[0]}.png", f"{NAMES[2]}.png"]
 
@@ -299,7 +311,7 @@ def test_segment_dataset_writes_what_segment_returns(scenes, tmp_path):
     results = []
     out = tmp_path / "nested" / "out"
     failures = segment_dataset(dataset, out, weak="boxes", method="harmonic", progress=False,
-                               settings=FAST, on_result=lambda *args: results.append(args))
+                               preset=FAST["boxes"], on_result=lambda *args: results.append(args))
     assert failures == []
     assert listing(out) == [f"{name}.png" for name in NAMES]
     assert [name for name, _, _ in results] == NAMES
@@ -309,7 +321,7 @@ def test_segment_dataset_writes_what_segment_returns(scenes, tmp_path):
             written = np.asarray(handle)
         assert written.dtype == np.uint8
         expected = segment(scenes.images[i], scenes.labels[i], weak="boxes", method="harmonic",
-                           num_classes=2, settings=FAST)
+                           num_classes=2, preset=FAST["boxes"])
         assert torch.equal(torch.from_numpy(written.astype(np.int64)), expected)
         assert torch.equal(results[i][1], expected)
         assert isinstance(results[i][2], float) and results[i][2] >= 0
@@ -362,13 +374,13 @@ def test_segment_dataset_resume_skips_written_images(scenes, tmp_path):
     dataset = SegmentationFolder(scenes.root, weak="points", with_mask=False)
     out = tmp_path / "out"
     first = []
-    assert segment_dataset(dataset, out, weak="points", progress=False, settings=FAST,
+    assert segment_dataset(dataset, out, weak="points", progress=False, preset=FAST["points"],
                            on_result=lambda name, *_: first.append(name)) == []
     assert first == NAMES
     stamps = {name: (out / f"{name}.png").stat().st_mtime_ns for name in NAMES}
     (out / "img1.png").unlink()
     again = []
-    assert segment_dataset(dataset, out, weak="points", progress=False, settings=FAST,
+    assert segment_dataset(dataset, out, weak="points", progress=False, preset=FAST["points"],
                            resume=True, on_result=lambda name, *_: again.append(name)) == []
     assert again == ["img1"]
     assert listing(out) == [f"{name}.png" for name in NAMES]
@@ -376,7 +388,7 @@ def test_segment_dataset_resume_skips_written_images(scenes, tmp_path):
         assert (out / f"{name}.png").stat().st_mtime_ns == stamps[name]
     # without resume every image is segmented again
     everything = []
-    segment_dataset(dataset, out, weak="points", progress=False, settings=FAST,
+    segment_dataset(dataset, out, weak="points", progress=False, preset=FAST["points"],
                     on_result=lambda name, *_: everything.append(name))
     assert everything == NAMES
 
@@ -476,7 +488,8 @@ def test_class_ids_beyond_255_segment_but_do_not_reach_a_png(scenes, tmp_path):
     # a point of class 300 crashed segment with IndexError
     image, truth, labels = scenes.images[0], scenes.truths[0], scenes.labels[0]
     points = [dict(p, cls=300 if p["cls"] else 0) for p in labels["points"]]
-    pred = segment(image, {"points": points}, weak="points", method="harmonic", settings=FAST)
+    pred = segment(image, {"points": points}, weak="points", method="harmonic",
+                   preset=FAST["points"])
     assert set(pred.unique().tolist()) == {0, 300}
     assert foreground_iou((pred == 300).long(), truth) >= 0.9
 

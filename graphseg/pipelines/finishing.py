@@ -1,0 +1,35 @@
+"""The last step of :func:`~graphseg.pipelines.segment` before labels: the probabilities
+fused with a colour model of the seeds, then refined by the windowed dense CRF."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from graphseg.propagate import crf
+from graphseg.propagate.appearance import colour_posterior, fuse_appearance
+
+__all__ = ["FinishConfig", "finish"]
+
+
+@dataclass(frozen=True)
+class FinishConfig:
+    """What follows a recipe (both off by default)."""
+
+    colour_weight: float = 0.0
+    """Exponent of the seeds' colour posterior fused with the probabilities
+    (:func:`graphseg.propagate.fuse_appearance`; 0 = off)."""
+    crf: str | None = None
+    """CRF preset run on the fused probabilities (:func:`graphseg.crf`; None = off)."""
+
+
+def finish(image: Tensor, local: Tensor, probs: Tensor, config: FinishConfig) -> Tensor:
+    """``(1, K, H, W)`` probabilities after the colour fusion and the CRF of ``config``;
+    ``local`` are the seeds as channel indices."""
+    if config.colour_weight > 0:
+        posterior = colour_posterior(image, local, num_classes=probs.shape[1])
+        probs = fuse_appearance(probs, posterior, weight=config.colour_weight)
+    if config.crf is not None:
+        probs = crf(image, probs, preset=config.crf)
+    return probs

@@ -1,0 +1,121 @@
+"""One :class:`Preset` per weak kind: its seeds, its default method, where its recipes depart
+from their own defaults, and the finishing. The one place where the kinds' settings are set
+(none is tuned per image)."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from graphseg import _checks
+from graphseg.pipelines import registry
+from graphseg.pipelines._common import RegistryView
+from graphseg.pipelines.finishing import FinishConfig
+from graphseg.pipelines.kinds import BoxSeeds, PointSeeds, ScribbleSeeds, TagSeeds
+from graphseg.pipelines.recipes import (
+    A2GNNConfig,
+    HarmonicConfig,
+    LearnedGraph,
+    RandomWalkConfig,
+    RGBGraph,
+)
+
+__all__ = ["DEFAULT_METHOD", "PRESETS", "Preset", "resolve_preset"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """The settings of one weak-label kind.
+
+    Change one recipe's options without knowing the others:
+    ``PRESETS["points"].replace(A2GNNConfig(epochs=20))``.
+    """
+
+    seeds: BoxSeeds | PointSeeds | ScribbleSeeds | TagSeeds
+    """How the weak labels become seeds."""
+    method: str
+    """The default method."""
+    finish: FinishConfig = field(default_factory=FinishConfig)
+    """Colour fusion and CRF after every recipe but ``grabcut``."""
+    configs: tuple = ()
+    """Recipe configs that replace the recipes' defaults for this kind (one per type)."""
+
+    def config(self, method: str):
+        """The config the recipe ``method`` runs with under this preset."""
+        recipe_config = registry.get_recipe_config(method)
+        for config in self.configs:
+            if type(config) is recipe_config:
+                return config
+        return None if recipe_config is None else recipe_config()
+
+    def replace(self, *configs) -> Preset:
+        """A copy with ``configs`` in place: a seeds config of this kind, a
+        :class:`FinishConfig`, or recipe configs."""
+        preset = self
+        for config in configs:
+            if isinstance(config, type(self.seeds)):
+                preset = dataclasses.replace(preset, seeds=config)
+            elif isinstance(config, FinishConfig):
+                preset = dataclasses.replace(preset, finish=config)
+            elif registry.is_recipe_config(config):
+                kept = tuple(c for c in preset.configs if type(c) is not type(config))
+                preset = dataclasses.replace(preset, configs=(*kept, config))
+            else:
+                raise TypeError(f"a preset of {type(self.seeds).__name__} takes seed, finish "
+                                f"and recipe configs, got {type(config).__name__}")
+        return preset
+
+
+_SHARP = RGBGraph(sigma_rgb=0.05)
+_SPARSE_FINISH = FinishConfig(colour_weight=0.3, crf="a2gnn")
+_SMALL_WINDOW = LearnedGraph(radius=3)  # official code: 3 for points and image labels
+
+
+def _walks(walk: RandomWalkConfig, a2gnn: A2GNNConfig) -> tuple:
+    """The kind's random walk, also the one A²GNN fuses with (tags)."""
+    return walk, dataclasses.replace(a2gnn, walk=walk)
+
+
+PRESETS: dict[str, Preset] = {
+    "boxes": Preset(BoxSeeds(), "grabcut", FinishConfig(colour_weight=1.0),
+                    (A2GNNConfig(n_segments=1000),)),
+    "points": Preset(PointSeeds(), "harmonic", _SPARSE_FINISH,
+                     (HarmonicConfig(graph=_SHARP),
+                      *_walks(RandomWalkConfig(graph=_SHARP, learned=_SMALL_WINDOW),
+                              A2GNNConfig(learned=_SMALL_WINDOW)))),
+    "scribbles": Preset(ScribbleSeeds(), "harmonic", _SPARSE_FINISH,
+                        (HarmonicConfig(graph=_SHARP),
+                         *_walks(RandomWalkConfig(graph=_SHARP), A2GNNConfig()))),
+    "tags": Preset(TagSeeds(), "a2gnn", FinishConfig(crf="a2gnn"),
+                   _walks(RandomWalkConfig(learned=_SMALL_WINDOW),
+                          A2GNNConfig(learned=_SMALL_WINDOW))),
+}
+"""The shipped settings of each weak kind: boxes fuse a colour model of the seeds (weight 1);
+points and scribbles a sharper RGB graph (σ_rgb 0.05), the colour model with weight 0.3 and
+the CRF (``a2gnn`` preset); tags the CRF."""
+
+
+DEFAULT_METHOD: Mapping[str, str] = RegistryView(lambda: PRESETS,
+                                                 lambda weak: PRESETS[weak].method)
+"""The default method of each weak kind, from :data:`PRESETS`."""
+
+
+def resolve_preset(weak: str, preset: Preset | None, settings=None) -> Preset:
+    """The preset of a call: ``preset``, the deprecated ``settings`` converted, or
+    :data:`PRESETS` ``[weak]``."""
+    _checks.check_choice("weak", weak, tuple(PRESETS))
+    if settings is not None:
+        if preset is not None:
+            raise ValueError("give preset or the deprecated settings, not both")
+        warnings.warn("settings= is deprecated: pass preset=PRESETS[weak].replace(...) (or a "
+                      "recipe's config=) from graphseg.pipelines", DeprecationWarning,
+                      stacklevel=3)
+        return settings.to_preset(weak)
+    if preset is None:
+        return PRESETS[weak]
+    if not isinstance(preset, Preset):
+        raise TypeError(f"preset must be a graphseg.pipelines.Preset, got "
+                        f"{type(preset).__name__}")
+    return preset
