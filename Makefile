@@ -1,6 +1,6 @@
-# The two commands of the README: `make demo` and `make test`. Each sets up a virtual environment
-# in .venv on first use (torch first, then graphseg with its test extra and compiled extension),
-# installing exactly the versions pinned in constraints.txt.
+# The two commands of the README: `make demo` and `make test` (and `make docs`). Each sets up a
+# virtual environment in .venv on first use (torch first, then graphseg with its test and docs
+# extras and compiled extension), installing exactly the versions pinned in constraints.txt.
 # Another torch: make test TORCH="torch==2.5.1" (the other pins stay).
 # Refresh the pins from today's releases: make lock (then run make test and commit the file).
 
@@ -13,7 +13,7 @@ STAMP := $(VENV)/.graphseg-installed
 BUILD_INPUTS := pyproject.toml setup.py $(LOCK) $(wildcard graphseg_ext/csrc/* graphseg_ext/csrc/*/*)
 LOCK_VENV := .lock-venv
 
-.PHONY: install demo test lint lock clean
+.PHONY: install demo test docs lint lock clean
 
 install: $(STAMP)
 
@@ -25,7 +25,7 @@ $(STAMP): $(BUILD_INPUTS)
 	grep -v '^torch==' $(LOCK) > $(VENV)/constraints-without-torch.txt
 	$(BIN)/python -m pip install --quiet -c $(VENV)/constraints-without-torch.txt setuptools wheel
 	$(BIN)/python -m pip install --quiet -c $(VENV)/constraints-without-torch.txt \
-		--no-build-isolation -e ".[test]"
+		--no-build-isolation -e ".[test,docs]"
 	touch $@
 
 demo: $(STAMP)
@@ -33,6 +33,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The documentation: the guide, the API from the docstrings and the notebooks executed with
+# their figures; any warning fails the build.
+docs: $(STAMP)
+	$(BIN)/sphinx-build -q -E -W --keep-going -b html docs docs/_build/html
 
 lint: $(STAMP)
 	$(BIN)/ruff check graphseg graphseg_ext tests benchmarks
@@ -44,7 +49,7 @@ lock:
 	$(PYTHON) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/python -m pip install --quiet "$(TORCH)" setuptools wheel
 	GRAPHSEG_BUILD_EXT=0 $(LOCK_VENV)/bin/python -m pip install --quiet --no-build-isolation \
-		-e ".[test]"
+		-e ".[test,docs]"
 	{ echo "# Every package that \`make\` installs, pinned: the set the test suite runs against."; \
 	  echo "# Regenerate with \`make lock\` (a fresh virtual environment resolved from pyproject.toml)."; \
 	  $(LOCK_VENV)/bin/python -m pip freeze --all --exclude-editable \
@@ -53,4 +58,5 @@ lock:
 	rm -rf $(LOCK_VENV)
 
 clean:
-	rm -rf $(VENV) $(LOCK_VENV) build *.egg-info graphseg_ext/*.so demo-out
+	rm -rf $(VENV) $(LOCK_VENV) build *.egg-info graphseg_ext/*.so demo-out docs/_build \
+		docs/_generated
