@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import emit, machine, median_seconds
+from common import DEFAULT_DATA, emit, machine, median_seconds
 from skimage import data as skdata
 
 import graphseg
@@ -37,8 +37,6 @@ from graphseg.demo import astronaut_scribbles
 from graphseg.metrics import confusion_matrix, mean_iou
 from graphseg.propagate import crf, harmonic, label_spreading, random_walk, random_walker_graph
 from graphseg.seeds import rasterize_points
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _peak_rss_mib() -> float:
@@ -193,7 +191,7 @@ def main() -> None:
     parser.add_argument("--case", choices=sorted(CASES))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20, help="label spreading steps")
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--limit", type=int, default=14)
     args = parser.parse_args()
     torch.set_num_threads(2)

@@ -23,12 +23,11 @@ Prints JSON lines:
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
 import torch
-from common import emit, machine, median_seconds
+from common import DEFAULT_DATA, emit, machine, median_seconds
 from skimage import data, segmentation
 from skimage import graph as skgraph
 
@@ -45,8 +44,6 @@ from graphseg.pipelines import PRESETS
 from graphseg.seeds import box_interior, grabcut_seeds
 
 CONTEXT = PRESETS["boxes"].seeds.context  # the box pipeline's GrabCut window
-DEFAULT_DATA = Path(os.environ.get(
-    "GRAPHSEG_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 
 def bench_graph(args) -> None:

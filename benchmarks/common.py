@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
+
+# the evaluation data: $GRAPHSEG_DATA, else shared/data beside the repository
+DEFAULT_DATA = Path(os.environ.get(
+    "GRAPHSEG_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 
 def median_seconds(fn: Callable[[], object], *, repeats: int = 5, warmup: int = 1) -> float:

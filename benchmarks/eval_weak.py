@@ -33,14 +33,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import emit, machine  # noqa: E402
+from common import DEFAULT_DATA, emit, machine  # noqa: E402
 
 from graphseg import metrics, ops  # noqa: E402
 from graphseg.data import SegmentationFolder  # noqa: E402
 from graphseg.pipelines import METHODS, PRESETS, segment  # noqa: E402
 from graphseg.seeds import box_interior, rasterize_points  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 SETS = {"grabcut": "boxes", "voc14": "points"}
 
 
@@ -186,7 +185,7 @@ def _table(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"),
+    parser.add_argument("--data", default=str(DEFAULT_DATA),
                         help="folder holding grabcut/ and voc14/")
     parser.add_argument("--set", choices=sorted(SETS), action="append",
                         help="data set (repeatable; default: all)")
