@@ -9,8 +9,18 @@ Records:
 - ``<loss>_64``: each graph loss and its gradient at 64x64 (N = 4096), window ops against the
   same graph as a dense N×N matrix (``WindowGraph.to_dense``), the brute-force form every
   reference implementation uses; the values must agree, the ratio is dense / window.
+- ``fully_connected_<size>_<kind>_cell<k>_bin<b>``: RRM's fully connected dense energy
+  (``fully_connected_energy_loss``, σ_d = 100, σ_r = 15) on a coarse grid of k×k cells split
+  into colour cubes of side b (None: no colour split) against
+  the exact sum over all pixel pairs, on the VOC images of ``$GRAPHSEG_DATA/voc14/images``
+  resized to 48², 64², 96², 21 classes, with random soft predictions (independent per pixel)
+  and smooth ones (4×4 random logits upsampled): relative error of the value, cosine of the
+  gradient with respect to the probabilities (also centred over classes, the part a softmax
+  passes on), and exact / coarse time.
 
-    python benchmarks/bench_losses.py [--repeats 5]
+  Runs only when asked for (``--only fully_connected``): the exact sums take minutes.
+
+    python benchmarks/bench_losses.py [--repeats 5] [--only fully_connected] [--sizes 48 64]
 """
 
 from __future__ import annotations
@@ -19,12 +29,12 @@ import argparse
 import time
 
 import torch
-from common import emit, machine, median_seconds
+from common import DEFAULT_DATA, emit, machine, median_seconds
 from skimage import data as skdata
 from skimage.transform import resize
 
 from graphseg import ops, pixel_graph
-from graphseg.losses import dense_energy_loss, quadratic_pairwise_loss
+from graphseg.losses import dense_energy_loss, fully_connected_energy_loss, quadratic_pairwise_loss
 from graphseg.losses.clustering import kernel_kmeans_loss, normalized_cut_loss
 
 GOAL_SECONDS = 0.5
@@ -124,12 +134,84 @@ def losses_64(repeats: int) -> None:
               **machine()})
 
 
+def _voc_images(size: int) -> list[tuple[str, torch.Tensor]]:
+    from PIL import Image
+
+    folder = DEFAULT_DATA / "voc14" / "images"
+    images = []
+    for path in sorted(folder.glob("*.png")):
+        picture = Image.open(path).convert("RGB").resize((size, size), Image.BILINEAR)
+        array = torch.from_numpy(__import__("numpy").asarray(picture).copy())
+        images.append((path.stem, array.permute(2, 0, 1).double().div(255).unsqueeze(0)))
+    return images
+
+
+def _predictions(kind: str, size: int, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    if kind == "random":
+        logits = torch.randn(1, CLASSES, size, size, generator=generator, dtype=torch.float64)
+    else:
+        coarse = torch.randn(1, CLASSES, 4, 4, generator=generator, dtype=torch.float64)
+        logits = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear",
+                                                 align_corners=False)
+    return logits.mul(3).softmax(1)
+
+
+def _value_and_gradient(probs: torch.Tensor, image: torch.Tensor, **options):
+    leaf = probs.clone().requires_grad_()
+    start = time.perf_counter()
+    loss = fully_connected_energy_loss(leaf, image, **options)
+    loss.backward()
+    return float(loss.detach()), leaf.grad, time.perf_counter() - start
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0))
+
+
+# (cell, colour_bin) of the coarse grid; the first is the default of the loss
+GRIDS = ((8, 5.0), (16, 5.0), (8, 10.0), (4, None))
+
+
+def fully_connected(grids=GRIDS, sizes=(48, 64, 96)) -> None:
+    for size in sizes:
+        for seed, (name, image) in enumerate(_voc_images(size)):
+            for kind in ("random", "smooth"):
+                probs = _predictions(kind, size, seed)
+                exact, exact_grad, exact_s = _value_and_gradient(probs, image, method="exact")
+                for cell, colour_bin in grids:
+                    value, grad, coarse_s = _value_and_gradient(
+                        probs, image, method="coarse", cell=cell, colour_bin=colour_bin)
+                    # centred over classes: the part of the gradient a softmax passes on
+                    centred = _cosine(grad - grad.mean(1, keepdim=True),
+                                      exact_grad - exact_grad.mean(1, keepdim=True))
+                    emit({"case": f"fully_connected_{size}_{kind}_cell{cell}_bin{colour_bin}",
+                          "image": name, "cell": cell, "colour_bin": colour_bin,
+                          "what": "fully_connected_energy_loss coarse vs exact, value + "
+                                  "gradient, 21 classes, float64",
+                          "exact": exact, "coarse": value,
+                          "relative_error": abs(value - exact) / abs(exact),
+                          "gradient_cosine": _cosine(grad, exact_grad),
+                          "centred_gradient_cosine": centred, "exact_s": round(exact_s, 4),
+                          "coarse_s": round(coarse_s, 4),
+                          "ratio_exact_over_coarse": round(exact_s / coarse_s, 1),
+                          **machine()})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--only", choices=("potts_512", "losses_64", "fully_connected"))
+    parser.add_argument("--sizes", type=int, nargs="+", default=[48, 64, 96],
+                        help="image sides of the fully connected energy records")
     args = parser.parse_args()
-    potts_512(args.repeats)
-    losses_64(args.repeats)
+    if args.only in (None, "potts_512"):
+        potts_512(args.repeats)
+    if args.only in (None, "losses_64"):
+        losses_64(args.repeats)
+    # an accuracy study over a data set (minutes), not a timing of the default run
+    if args.only == "fully_connected":
+        fully_connected(sizes=args.sizes)
 
 
 if __name__ == "__main__":

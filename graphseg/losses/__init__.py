@@ -2,7 +2,8 @@
 ``nn.Module``), vectorised over windowed graphs (no N×N tensors), grouped by what it serves:
 
 - :mod:`~graphseg.losses.seed`: seed cross-entropy (A²GNN Eq. 3.21), partial cross-entropy;
-- :mod:`~graphseg.losses.pairwise`: Potts L_reg, quadratic, dense energy with RRM's filter;
+- :mod:`~graphseg.losses.pairwise`: Potts L_reg, quadratic, dense energy with RRM's filter
+  (windowed, and RRM's fully connected energy: exact for small images or on a coarse grid);
 - :mod:`~graphseg.losses.dfr`: DFR's dynamic feature regularised loss and its head's losses;
 - :mod:`~graphseg.losses.affinity`: the affinity CNN's L_Ac and L_Ar (thesis §3.3.3);
 - :mod:`~graphseg.losses.mp`: A²GNN's multi-point loss and consistency checking;
@@ -23,10 +24,12 @@ from graphseg.losses.clustering import (
     normalized_cut_loss,
 )
 from graphseg.losses.contrastive import (
+    CONTRASTIVE_VARIANTS,
     ContrastiveAffinityLoss,
     contrastive_affinity_loss,
 )
 from graphseg.losses.dfr import (
+    HEAD_LABELS,
     PAIR_SETS,
     DFRLoss,
     DFRObjective,
@@ -41,9 +44,13 @@ from graphseg.losses.dfr import (
 )
 from graphseg.losses.mp import consistency_check, mp_loss, mp_pixels
 from graphseg.losses.pairwise import (
+    DENSE_METHODS,
+    DENSE_NORMALIZATIONS,
     DenseEnergyLoss,
+    FullyConnectedEnergyLoss,
     QuadraticPairwiseLoss,
     dense_energy_loss,
+    fully_connected_energy_loss,
     potts_loss,
     quadratic_pairwise_loss,
 )
@@ -60,7 +67,10 @@ from graphseg.losses.seed import PartialCrossEntropyLoss, partial_cross_entropy,
 
 __all__ = [
     "BCDLoss",
+    "CONTRASTIVE_VARIANTS",
     "ContrastiveAffinityLoss",
+    "DENSE_METHODS",
+    "DENSE_NORMALIZATIONS",
     "DFRLoss",
     "DFRObjective",
     "DenseEnergyLoss",
@@ -68,6 +78,8 @@ __all__ = [
     "EntropyLoss",
     "FeatureDistanceLoss",
     "FeatureRegularLoss",
+    "FullyConnectedEnergyLoss",
+    "HEAD_LABELS",
     "KernelKMeansLoss",
     "NormalizedCutLoss",
     "PAIR_SETS",
@@ -89,6 +101,7 @@ __all__ = [
     "entropy_loss",
     "feature_distance_loss",
     "feature_regular_loss",
+    "fully_connected_energy_loss",
     "kernel_kmeans_loss",
     "mp_loss",
     "mp_pixels",

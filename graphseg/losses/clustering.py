@@ -194,51 +194,67 @@ def _cosine(dots: Tensor, norm_a: Tensor, norm_b: Tensor) -> Tensor:
     return dots / (norm_a * norm_b + COS_EPS)
 
 
-def bcd_loss(features: Tensor, labels, *, ignore_index: int = IGNORE) -> Tensor:
+def bcd_loss(features: Tensor, labels, *, variant: str = "paper",
+             ignore_index: int = IGNORE) -> Tensor:
     r"""The batch-based class distance (BCD) loss of RRM's journal version (thesis Eq. 2.24–2.26).
 
     With :math:`\cos(a, b) = a^\top b / (\|a\|\|b\| + 10^{-7})`, class 0 the background, Ω⁰_b
-    the background pixels of image b and Ω^k the pixels of foreground class k over the whole
+    the background pixels of image b, Ω^k the pixels of foreground class k over the whole
     batch (all B·H·W pixels), the centres :math:`\mu^0_b = \overline{f}_{\Omega^0_b}` (per image)
-    and :math:`\mu^k = \overline{f}_{\Omega^k}` (per batch), and 𝒦 the foreground classes
-    present in the batch:
+    and :math:`\mu^k = \overline{f}_{\Omega^k}` (per batch), 𝒦 the foreground classes present
+    in the batch and ℬ the images with background pixels:
+
+    ``variant="paper"`` (default): the four means of Eq. 2.24–2.26, each with weight 1,
 
     .. math::
-        L_{intra} = \frac{1}{B + |\mathcal K|} \Big[ \sum_{b=1}^{B}
-            \frac{1}{|\Omega^0_b|} \sum_{i \in \Omega^0_b} \big(1 - \cos(f_i, \mu^0_b)\big)
-            + \sum_{k \in \mathcal K} \frac{1}{|\Omega^k|} \sum_{i \in \Omega^k}
-            \big(1 - \cos(f_i, \mu^k)\big) \Big]
+        L_{BCD} = \frac{1}{|\mathcal B|} \sum_{b \in \mathcal B} \overline{1 - \cos(f_i,
+            \mu^0_b)}_{i \in \Omega^0_b}
+          + \frac{1}{|\mathcal K|} \sum_{k \in \mathcal K} \overline{1 - \cos(f_i,
+            \mu^k)}_{i \in \Omega^k}
+          + \overline{1 + \cos(\mu^k, \mu^l)}_{k \ne l \in \mathcal K}
+          + \overline{1 + \cos(\mu^k, \mu^0_b)}_{k \in \mathcal K,\, b \in \mathcal B}
 
-        L_{inter} = \tfrac12\, \overline{1 + \cos(\mu^k, \mu^l)}_{k \ne l \in \mathcal K}
-            + \tfrac12\, \overline{1 + \cos(\mu^k, \mu^0_b)}_{k \in \mathcal K,\, b \le B}
+    where the foreground intra sum runs over all B·H·W pixels of the batch (DESIGN §6: as
+    printed its index stops at B). A mean over an empty set is 0 (no background anywhere, one
+    foreground class, ...).
 
-        L_{BCD} = L_{intra} + L_{inter}
+    ``variant="official"``: the released code (``compute_dis_no_batch`` in ``tool/myTool.py`` of
+    github.com/zbf1991/RRM), which balances the two intra means into one term over all
+    centres and halves the two inter means:
 
-    The intra term pulls every pixel towards its class centre; the inter term pushes the centres
-    of different classes apart (cos → −1), foreground against foreground and against each
-    image's background. The design notes fix only that the foreground sum runs over all B·H·W
-    pixels; the rest follows the official RRM code (``compute_dis_no_batch`` in
-    ``tool/myTool.py`` of github.com/zbf1991/RRM), including its edge cases: an image without
-    background pixels adds the constant 2 to the intra bracket and 1 (its centre is the zero
-    vector, cos = 0) to every background pair of the inter mean;
-    with one foreground class the foreground-pair mean is 0; with no background pixel in the
-    batch the background half is the constant 1; with no foreground class L_inter = 0. Pixels
-    labelled ``ignore_index`` take no part (the official code labels every pixel with the
-    argmax of the segmentation: pass ``logits.argmax(1)``); with no labelled pixel the loss is 0.
-    Gradients flow into ``features`` only.
+    .. math::
+        L_{BCD} = \frac{1}{B + |\mathcal K|} \Big[ \sum_{b=1}^{B}
+            \overline{1 - \cos(f_i, \mu^0_b)}_{\Omega^0_b}
+            + \sum_{k \in \mathcal K} \overline{1 - \cos(f_i, \mu^k)}_{\Omega^k} \Big]
+          + \tfrac12\, \overline{1 + \cos(\mu^k, \mu^l)}_{k \ne l}
+          + \tfrac12\, \overline{1 + \cos(\mu^k, \mu^0_b)}_{k,\, b \le B}
+
+    with its edge cases: an image without background pixels adds the constant 2 to the intra
+    bracket and 1 (its centre is the zero vector, cos = 0) to every background pair of the inter
+    mean; with one foreground class the foreground-pair mean is 0; with no background pixel in
+    the batch the background half is the constant 1; with no foreground class the inter terms
+    are 0. On one input the two differ by about a factor 2 (the halves and the balancing).
+
+    The intra terms pull every pixel towards its class centre; the inter terms push the
+    centres of different classes apart (cos → −1), foreground against foreground and against
+    each image's background. Pixels labelled ``ignore_index`` take no part (the official code
+    labels every pixel with the argmax of the segmentation: pass ``logits.argmax(1)``); with no
+    labelled pixel the loss is 0. Gradients flow into ``features`` only.
 
     Args:
         features: ``(B, F, H, W)`` deep features.
         labels: ``(B, H, W)`` int64 class map (0 = background), ``ignore_index`` = unknown.
+        variant: ``"paper"`` (Eq. 2.24–2.26) or ``"official"`` (the released code).
         ignore_index: the unknown label.
 
     Returns:
         Scalar loss.
     """
     _checks.check_tensor4d("features", features)
+    _checks.check_choice("variant", variant, _checks.VARIANTS)
     ignore_index = _check_ignore_index(ignore_index)
     labels = _checks.as_label_batch(labels, "labels")
-    batch, channels, height, width = features.shape
+    batch, _, height, width = features.shape
     if tuple(labels.shape) != (batch, height, width):
         raise ValueError(f"labels must have shape {(batch, height, width)} to match features of "
                          f"shape {tuple(features.shape)}, got {tuple(labels.shape)}")
@@ -246,21 +262,32 @@ def bcd_loss(features: Tensor, labels, *, ignore_index: int = IGNORE) -> Tensor:
         raise ValueError(f"labels must be on the device of features ({features.device}), got "
                          f"{labels.device}")
     _checks.check_seed_values("labels", labels, None, ignore_index)
+    if not bool((labels != ignore_index).any()):
+        return features.sum() * 0
+    stats = _bcd_statistics(features, labels, ignore_index)
+    if variant == "paper":
+        return _bcd_paper(features, stats)
+    return _bcd_official(features, stats)
+
+
+def _mean_or_zero(values: Tensor) -> Tensor:
+    return values.mean() if values.numel() else values.new_zeros(())
+
+
+def _bcd_statistics(features: Tensor, labels: Tensor, ignore_index: int) -> dict:
+    """Class centres and per-class intra sums, every sum a scatter (O(B·F·n) memory)."""
+    batch, channels = features.shape[:2]
     flat = features.flatten(2)  # (B, F, n)
     labels = labels.flatten(1)  # (B, n)
     known = labels != ignore_index
-    if not bool(known.any()):
-        return features.sum() * 0
-    # slot K collects the unknown pixels; every sum below is a scatter, O(B·F·n) memory
+    # slot K collects the unknown pixels
     num_classes = int(labels[known].max()) + 1
     index = torch.where(known, labels, num_classes)
     counts = flat.new_zeros(batch, num_classes + 1).scatter_add_(
         1, index, flat.new_ones(index.shape))
     sums = flat.new_zeros(batch, channels, num_classes + 1).scatter_add(
         2, index.unsqueeze(1).expand(-1, channels, -1), flat)
-
     bg_count = counts[:, 0]
-    has_bg = bg_count > 0
     bg_centre = sums[:, :, 0] / bg_count.clamp_min(1).unsqueeze(1)  # (B, F), per image
     fg_count = counts[:, 1:num_classes].sum(0)  # (K - 1,)
     fg_centres = sums[:, :, 1:num_classes].sum(0) / fg_count.clamp_min(1)  # (F, K - 1), batch
@@ -270,25 +297,42 @@ def bcd_loss(features: Tensor, labels, *, ignore_index: int = IGNORE) -> Tensor:
     own = table.gather(2, index.unsqueeze(1).expand(-1, channels, -1))  # each pixel's centre
     distance = 1 - _cosine((flat * own).sum(1), flat.norm(dim=1), own.norm(dim=1))
     distance_sums = flat.new_zeros(batch, num_classes + 1).scatter_add(1, index, distance)
-    bg_intra = distance_sums[:, 0] / bg_count.clamp_min(1)
-    bg_intra = torch.where(has_bg, bg_intra, torch.full_like(bg_intra, 2.0))
     present = torch.nonzero(fg_count > 0).flatten()
-    fg_intra = distance_sums[:, 1:num_classes].sum(0)[present] / fg_count[present]
-    intra = (bg_intra.sum() + fg_intra.sum()) / (batch + len(present))
-
-    if len(present) == 0:
-        return intra
     fg_centre = fg_centres[:, present].t()  # (K', F)
+    return {"has_bg": bg_count > 0, "bg_count": bg_count, "bg_centre": bg_centre,
+            "bg_intra": distance_sums[:, 0] / bg_count.clamp_min(1),
+            "fg_intra": distance_sums[:, 1:num_classes].sum(0)[present] / fg_count[present],
+            "fg_centre": fg_centre}
+
+
+def _centre_cosines(stats: dict) -> tuple[Tensor, Tensor]:
+    """cos between distinct foreground centres (flat) and foreground × background centres."""
+    fg_centre, bg_centre = stats["fg_centre"], stats["bg_centre"]
     fg_norm, bg_norm = fg_centre.norm(dim=1), bg_centre.norm(dim=1)
-    if len(present) > 1:
-        pair_cos = _cosine(fg_centre @ fg_centre.t(), fg_norm.unsqueeze(1), fg_norm.unsqueeze(0))
-        off_diagonal = ~torch.eye(len(present), dtype=torch.bool, device=features.device)
-        fg_fg = (1 + pair_cos[off_diagonal]).mean()
-    else:
-        fg_fg = features.new_zeros(())
+    pair_cos = _cosine(fg_centre @ fg_centre.t(), fg_norm.unsqueeze(1), fg_norm.unsqueeze(0))
+    off_diagonal = ~torch.eye(len(fg_centre), dtype=torch.bool, device=fg_centre.device)
+    centre_cos = _cosine(fg_centre @ bg_centre.t(), fg_norm.unsqueeze(1), bg_norm.unsqueeze(0))
+    return pair_cos[off_diagonal], centre_cos
+
+
+def _bcd_paper(features: Tensor, stats: dict) -> Tensor:
+    has_bg = stats["has_bg"]
+    fg_fg, fg_bg = _centre_cosines(stats)
+    return (_mean_or_zero(stats["bg_intra"][has_bg]) + _mean_or_zero(stats["fg_intra"])
+            + _mean_or_zero(1 + fg_fg) + _mean_or_zero(1 + fg_bg[:, has_bg]))
+
+
+def _bcd_official(features: Tensor, stats: dict) -> Tensor:
+    has_bg, batch = stats["has_bg"], features.shape[0]
+    bg_intra = torch.where(has_bg, stats["bg_intra"], torch.full_like(stats["bg_intra"], 2.0))
+    fg_intra = stats["fg_intra"]
+    intra = (bg_intra.sum() + fg_intra.sum()) / (batch + len(fg_intra))
+    if len(fg_intra) == 0:
+        return intra
+    fg_fg, centre_cos = _centre_cosines(stats)
+    fg_fg = _mean_or_zero(1 + fg_fg)
     if not bool(has_bg.any()):
         return intra + fg_fg / 2 + 1
-    centre_cos = _cosine(fg_centre @ bg_centre.t(), fg_norm.unsqueeze(1), bg_norm.unsqueeze(0))
     fg_bg = torch.where(has_bg.unsqueeze(0), 1 + centre_cos, torch.ones_like(centre_cos)).mean()
     return intra + fg_fg / 2 + fg_bg / 2
 
@@ -296,12 +340,15 @@ def bcd_loss(features: Tensor, labels, *, ignore_index: int = IGNORE) -> Tensor:
 class BCDLoss(nn.Module):
     """Module form of :func:`bcd_loss`: ``forward(features, labels)``."""
 
-    def __init__(self, *, ignore_index: int = IGNORE) -> None:
+    def __init__(self, *, variant: str = "paper", ignore_index: int = IGNORE) -> None:
         super().__init__()
+        _checks.check_choice("variant", variant, _checks.VARIANTS)
+        self.variant = variant
         self.ignore_index = _check_ignore_index(ignore_index)
 
     def forward(self, features: Tensor, labels) -> Tensor:
-        return bcd_loss(features, labels, ignore_index=self.ignore_index)
+        return bcd_loss(features, labels, variant=self.variant, ignore_index=self.ignore_index)
 
     def __repr__(self) -> str:
-        return f"{self.__class__.__name__}(ignore_index={self.ignore_index})"
+        return (f"{self.__class__.__name__}(variant={self.variant!r}, "
+                f"ignore_index={self.ignore_index})")

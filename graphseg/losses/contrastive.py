@@ -1,4 +1,5 @@
-"""UniA's contrastive affinity loss in InfoNCE form (DESIGN §6, "UniA and CoSA")."""
+"""UniA's contrastive affinity loss, as printed and in InfoNCE form (DESIGN §6, "UniA and
+CoSA")."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from torch import Tensor, nn
 
 from graphseg import _checks
 
-__all__ = ["ContrastiveAffinityLoss", "contrastive_affinity_loss"]
+__all__ = ["CONTRASTIVE_VARIANTS", "ContrastiveAffinityLoss", "contrastive_affinity_loss"]
 
 TAU = 0.1
+CONTRASTIVE_VARIANTS = ("infonce", "paper")
 
 
 def _check_inputs(affinity, positive, negative, tau) -> None:
@@ -36,25 +38,44 @@ def _check_inputs(affinity, positive, negative, tau) -> None:
 
 
 def contrastive_affinity_loss(affinity: Tensor, positive: Tensor, negative: Tensor, *,
-                              tau: float = TAU) -> Tensor:
-    r"""UniA's contrastive affinity loss, in InfoNCE form.
+                              tau: float = TAU, variant: str = "infonce") -> Tensor:
+    r"""UniA's contrastive affinity loss (Yang et al., arXiv:2404.08195, Eq. 16).
 
-    For each anchor pixel i, its positive pairs q = a_ij (j ∈ S⁺(i)) are contrasted with its
-    negative pairs k = a_ik (k ∈ S⁻(i)) at temperature τ:
+    ``variant="paper"``: the form of Eq. 16 as DESIGN §6 transcribes it from the paper, with
+    the temperature τ and without a logarithm. S⁺ and S⁻ are the sets of positive and
+    negative affinities of one image (every pair of the image, not one anchor's row), N⁺ the
+    number of positive pairs over the batch:
+
+    .. math::
+        L = -\frac{1}{N^+} \sum_b \sum_{q \in S^+_b}
+            \frac{e^{q/\tau}}{e^{q/\tau} + \sum_{k \in S^-_b} e^{k/\tau}}
+
+    Each term is the share of one positive against all the negatives of its image, in (0, 1);
+    the loss lies in [−1, 0] and falls as positives rise above the negatives. The paper's text
+    itself could not be consulted here: the sign and the per-image sets are our reading of the
+    transcription, and the paper gives no value of τ (default 0.1 as for the other variant).
+    Computed as :math:`\sigma(q/\tau - \mathrm{LSE}_{k \in S^-_b}(k/\tau))`, stable for any
+    τ; an image without negatives gives terms of 1.
+
+    ``variant="infonce"`` (default): the InfoNCE form that DESIGN §6 fixes, with a logarithm
+    and each anchor's own negatives. For anchor pixel i, its positive pairs q = a_ij
+    (j ∈ S⁺(i)) are contrasted with its negative pairs k = a_ik (k ∈ S⁻(i)):
 
     .. math::
         L = -\frac{1}{N^+} \sum_i \sum_{q \in S^+(i)}
             \log \frac{e^{q/\tau}}{e^{q/\tau} + \sum_{k \in S^-(i)} e^{k/\tau}}
 
-    with N⁺ the number of positive pairs over the batch. A positive whose anchor has no negative
-    contributes log 1 = 0 and still counts in N⁺; without positives the loss is 0 (and stays in
-    the autograd graph). Computed as :math:`\mathrm{softplus}(\mathrm{LSE}_{k}(k/\tau) - q/\tau)`,
-    stable for any τ.
+    It is the default because the logarithm keeps the gradient of a positive that is already
+    far below its negatives large (the printed share saturates at 0 there, so such a pair
+    stops learning), and per-anchor negatives keep one anchor's pairs from being swamped by
+    the negatives of the whole image. A positive whose anchor has no negative contributes
+    log 1 = 0 and still counts in N⁺. Computed as
+    :math:`\mathrm{softplus}(\mathrm{LSE}_{k}(k/\tau) - q/\tau)`. UniA's released code
+    (``get_aff_loss`` in ``model/losses.py`` of github.com/zwyang6/UniA) has the logarithm too,
+    with τ = 0.5 and every entry of the anchor's row in the denominator (a softmax over the
+    row), not only its negatives.
 
-    This departs from UniA's printed Eq. 16 (Yang et al., arXiv:2404.08195), which has neither the
-    logarithm nor a temperature; DESIGN §6 fixes the InfoNCE form with τ a parameter (default
-    0.1). UniA's released code (``get_aff_loss``) uses τ = 0.5 and every entry of the anchor's
-    row in the denominator (a softmax over the row), not only its negatives.
+    Without positives either variant gives 0 (in the autograd graph).
 
     Layouts — the anchor and the dimension that holds its pairs:
 
@@ -70,6 +91,7 @@ def contrastive_affinity_loss(affinity: Tensor, positive: Tensor, negative: Tens
         positive: bool mask of the positive pairs, shaped like ``affinity``.
         negative: bool mask of the negative pairs (disjoint from ``positive``).
         tau: temperature τ > 0.
+        variant: ``"infonce"`` (default) or ``"paper"`` (the printed form, see above).
 
     Returns:
         Scalar loss.
@@ -78,15 +100,27 @@ def contrastive_affinity_loss(affinity: Tensor, positive: Tensor, negative: Tens
         affinity, positive, negative ``(B, K, H, W)`` or ``(B, N, N)`` → ``()``.
     """
     _check_inputs(affinity, positive, negative, tau)
-    pair_dim = 1 if affinity.dim() == 4 else 2
+    _checks.check_choice("variant", variant, CONTRASTIVE_VARIANTS)
     logits = affinity / tau
-    has_negative = negative.any(pair_dim, keepdim=True)
-    # rows without negatives get finite dummy logits, so the logsumexp backward stays finite
-    masked = torch.where(negative, logits, torch.full_like(logits, float("-inf")))
-    masked = torch.where(has_negative, masked, torch.zeros_like(logits))
-    negatives = torch.where(has_negative, torch.logsumexp(masked, pair_dim, keepdim=True),
-                            torch.full_like(has_negative, float("-inf"), dtype=logits.dtype))
-    per_pair = F.softplus(negatives - logits)
+    if variant == "paper":
+        pair_dims = tuple(range(1, affinity.dim()))
+        has_negative = negative.flatten(1).any(1).view(-1, *([1] * len(pair_dims)))
+        masked = torch.where(negative, logits, torch.full_like(logits, float("-inf")))
+        masked = torch.where(has_negative, masked, torch.zeros_like(logits))
+        negatives = torch.where(has_negative, torch.logsumexp(masked, pair_dims, keepdim=True),
+                                torch.full_like(has_negative, float("-inf"),
+                                                dtype=logits.dtype))
+        per_pair = -torch.sigmoid(logits - negatives)
+    else:
+        pair_dim = 1 if affinity.dim() == 4 else 2
+        has_negative = negative.any(pair_dim, keepdim=True)
+        # rows without negatives get finite dummy logits, so the logsumexp backward stays finite
+        masked = torch.where(negative, logits, torch.full_like(logits, float("-inf")))
+        masked = torch.where(has_negative, masked, torch.zeros_like(logits))
+        negatives = torch.where(has_negative, torch.logsumexp(masked, pair_dim, keepdim=True),
+                                torch.full_like(has_negative, float("-inf"),
+                                                dtype=logits.dtype))
+        per_pair = F.softplus(negatives - logits)
     per_pair = torch.where(positive, per_pair, torch.zeros_like(per_pair))
     return per_pair.sum() / positive.sum().clamp_min(1)
 
@@ -96,15 +130,18 @@ class ContrastiveAffinityLoss(nn.Module):
 
     Args:
         tau: temperature τ (default 0.1).
+        variant: ``"infonce"`` (default) or ``"paper"``.
     """
 
-    def __init__(self, tau: float = TAU) -> None:
+    def __init__(self, tau: float = TAU, *, variant: str = "infonce") -> None:
         super().__init__()
         _checks.check_positive("tau", tau)
-        self.tau = tau
+        _checks.check_choice("variant", variant, CONTRASTIVE_VARIANTS)
+        self.tau, self.variant = tau, variant
 
     def forward(self, affinity: Tensor, positive: Tensor, negative: Tensor) -> Tensor:
-        return contrastive_affinity_loss(affinity, positive, negative, tau=self.tau)
+        return contrastive_affinity_loss(affinity, positive, negative, tau=self.tau,
+                                         variant=self.variant)
 
     def extra_repr(self) -> str:
-        return f"tau={self.tau}"
+        return f"tau={self.tau}, variant={self.variant!r}"

@@ -9,6 +9,8 @@ References:
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor, nn
 
@@ -28,11 +30,12 @@ from graphseg.losses.seed import partial_cross_entropy
 from graphseg.ops.window_ops import affinity_unchecked
 from graphseg.seeds.pairs import pair_labels
 
-__all__ = ["PAIR_SETS", "DFRLoss", "DFRObjective", "FeatureDistanceLoss", "FeatureRegularLoss",
-           "dfr_kernel", "dfr_loss", "dfr_objective", "dfr_pseudo_labels",
-           "feature_distance_loss", "feature_regular_loss"]
+__all__ = ["HEAD_LABELS", "PAIR_SETS", "DFRLoss", "DFRObjective", "FeatureDistanceLoss",
+           "FeatureRegularLoss", "dfr_kernel", "dfr_loss", "dfr_objective",
+           "dfr_pseudo_labels", "feature_distance_loss", "feature_regular_loss"]
 
-PAIR_SETS = ("all", "labelled")
+PAIR_SETS = ("labelled", "all")
+HEAD_LABELS = ("confident", "merged")
 # DFR hyperparameters (thesis §4.3, DESIGN §6 "DFR")
 DFR_RADIUS = 5
 DFR_SHAPE = "square"
@@ -157,22 +160,26 @@ class DFRLoss(nn.Module):
                 f"sigma_feat={self.sigma_feat}, normalize={self.normalize!r})")
 
 
-def dfr_pseudo_labels(probs: Tensor, seeds: Tensor, *, confidence: float = DFR_CONFIDENCE,
+def dfr_pseudo_labels(probs: Tensor, seeds: Tensor | None = None, *,
+                      confidence: float = DFR_CONFIDENCE, merge_seeds: bool = False,
                       ignore_index: int = IGNORE) -> Tensor:
-    r"""The labels that train DFR's feature-consistency head: seeds plus confident predictions.
+    r"""The labels M that train DFR's feature-consistency head (thesis Eq. 4.7).
 
     .. math::
-        \hat y_i = \begin{cases} s_i & s_i \text{ known} \\
-            \arg\max_c P_c(i) & s_i \text{ unknown and } \max_c P_c(i) > \gamma \\
+        M_i = \begin{cases} \arg\max_c P_c(i) & \max_c P_c(i) > \gamma \\
             \text{unknown} & \text{otherwise} \end{cases}, \qquad \gamma = 0.98
 
-    Seeds (the scribbles) always win over predictions. This is graphseg's reading of the
-    confidence γ of thesis §4.3 (see :func:`dfr_objective`).
+    The paper builds M from the confident predictions only (default, ``merge_seeds=False``):
+    the seeds take no part. ``merge_seeds=True`` is an option that also writes the scribble
+    seeds into M (a seed wins over a prediction); the thesis's Table 4.7 measures this merge
+    as worse (81.1 against 81.5 mIoU), which is why it is not the default.
 
     Args:
         probs: ``(B, C, H, W)`` class probabilities (no gradient is taken).
-        seeds: ``(B, H, W)`` int64 seeds, ``ignore_index`` = unknown.
+        seeds: ``(B, H, W)`` int64 seeds, ``ignore_index`` = unknown; required only with
+            ``merge_seeds=True`` (checked whenever given).
         confidence: γ, in [0, 1].
+        merge_seeds: also take the seeds (not the paper's M).
         ignore_index: the unknown label.
 
     Returns:
@@ -180,12 +187,17 @@ def dfr_pseudo_labels(probs: Tensor, seeds: Tensor, *, confidence: float = DFR_C
     """
     _checks.check_tensor4d("probs", probs)
     ignore_index = _check_ignore_index(ignore_index)
-    seeds = _check_seeds_for(seeds, probs, ignore_index)
+    if seeds is not None:
+        seeds = _check_seeds_for(seeds, probs, ignore_index)
+    elif merge_seeds:
+        raise ValueError("seeds are required for merge_seeds=True")
     _checks.check_positive("confidence", confidence, allow_zero=True)
     if confidence > 1:
         raise ValueError(f"confidence must be in [0, 1], got {confidence!r}")
     best, label = probs.detach().max(1)
     predicted = torch.where(best > confidence, label, torch.full_like(label, ignore_index))
+    if not merge_seeds:
+        return predicted
     return torch.where(seeds != ignore_index, seeds, predicted)
 
 
@@ -260,28 +272,28 @@ class FeatureDistanceLoss(nn.Module):
 
 
 def feature_regular_loss(features: Tensor, image, *, labels: Tensor | None = None,
-                         pairs: str = "all", radius: int = DFR_RADIUS, shape: str = DFR_SHAPE,
-                         offsets: Tensor | None = None, sigma_xy: float = DFR_SIGMA_XY,
-                         sigma_rgb: float = DFR_SIGMA_RGB, normalize: str | None = "imagenet",
-                         ignore_index: int = IGNORE) -> Tensor:
+                         pairs: str = "labelled", radius: int = DFR_RADIUS,
+                         shape: str = DFR_SHAPE, offsets: Tensor | None = None,
+                         sigma_xy: float = DFR_SIGMA_XY, sigma_rgb: float = DFR_SIGMA_RGB,
+                         normalize: str | None = "imagenet", ignore_index: int = IGNORE) -> Tensor:
     r"""L_fr, the shallow-kernel regulariser of DFR's head features (thesis Eq. 4.12).
 
     .. math::
-        L_{fr} = \frac{1}{hw} \sum_{(i, j) \in R} G(i, j)\, \frac{\|F_i - F_j\|_1}{d}
+        L_{fr} = \frac{1}{hw} \sum_{(i, j) \in R_A} G(i, j)\, \frac{\|F_i - F_j\|_1}{d}
 
     with G the colour-and-position Gaussian of :func:`graphseg.pixel_graph` (σ₁ = 6, σ₂ = 0.5 on
     ImageNet-normalised RGB, squared norms), d the feature channels, averaged over the batch.
-    ``pairs="all"`` (default) takes R = every ordered window pair; ``pairs="labelled"`` takes
-    R_A, the pairs whose two pixels are both labelled, as Eq. 4.12 is printed. The default is R
-    because the text motivates L_fr by the pixels that have no label: restricted to R_A it would
-    regularise exactly the pairs that L_fd already supervises and leave unlabelled regions
-    free.
+    ``pairs="labelled"`` (default, the paper) takes R_A, the ordered window pairs whose two
+    pixels are both labelled in ``labels`` (in :func:`dfr_objective`, the head labels M of
+    Eq. 4.7), as Eq. 4.12 is printed. ``pairs="all"`` is an option that takes R, every ordered
+    window pair: the text motivates L_fr by pixels without a label, and over R the regulariser
+    also reaches the unlabelled regions that L_fd never sees (not what the equation says).
 
     Args:
         features: ``(B, d, H, W)`` head features.
         image: ``(B, 3, H', W')`` image in [0, 1]; resized (bilinear) to the feature size.
-        labels: ``(B, H, W)`` int64 labels, needed for ``pairs="labelled"``.
-        pairs: ``"all"`` (R) or ``"labelled"`` (R_A).
+        labels: ``(B, H, W)`` int64 labels, required for ``pairs="labelled"``.
+        pairs: ``"labelled"`` (R_A) or ``"all"`` (R).
         radius, shape, offsets: the window (DFR: square, r = 5).
         sigma_xy, sigma_rgb, normalize: the Gaussian G.
         ignore_index: the unknown label.
@@ -308,7 +320,8 @@ def feature_regular_loss(features: Tensor, image, *, labels: Tensor | None = Non
 class FeatureRegularLoss(nn.Module):
     """Module form of :func:`feature_regular_loss`: ``forward(features, image, labels=None)``."""
 
-    def __init__(self, *, pairs: str = "all", radius: int = DFR_RADIUS, shape: str = DFR_SHAPE,
+    def __init__(self, *, pairs: str = "labelled", radius: int = DFR_RADIUS,
+                 shape: str = DFR_SHAPE,
                  sigma_xy: float = DFR_SIGMA_XY, sigma_rgb: float = DFR_SIGMA_RGB,
                  normalize: str | None = "imagenet", ignore_index: int = IGNORE) -> None:
         super().__init__()
@@ -331,34 +344,38 @@ class FeatureRegularLoss(nn.Module):
 
 
 def dfr_objective(logits: Tensor, features: Tensor, image, seeds: Tensor, *,
-                  lambda_dfr: float = 1e-2, lambda_fr: float = 1e-3,
-                  confidence: float = DFR_CONFIDENCE, pairs: str = "all",
-                  radius: int = DFR_RADIUS, shape: str = DFR_SHAPE,
+                  lambda_dfr: float = 1e-2, lambda_head: float = 1e-3,
+                  confidence: float = DFR_CONFIDENCE, head_labels: str = "confident",
+                  pairs: str = "labelled", radius: int = DFR_RADIUS, shape: str = DFR_SHAPE,
                   sigma_xy: float = DFR_SIGMA_XY, sigma_rgb: float = DFR_SIGMA_RGB,
                   sigma_feat: float = DFR_SIGMA_FEAT, normalize: str | None = "imagenet",
-                  ignore_index: int = IGNORE) -> Tensor:
-    r"""DFR's training objective, graphseg's reading of thesis Eq. 4.2–4.13.
+                  ignore_index: int = IGNORE, lambda_fr: float | None = None) -> Tensor:
+    r"""DFR's training objective (thesis Eq. 4.1).
 
     .. math::
-        L = L_{pCE}(\text{logits}, s) + \lambda_1 L_{dfr}(P, I, F)
-            + L_{fd}(F, \hat y) + \lambda_2 L_{fr}(F, I),
+        L = L_{pce}(\text{logits}, s) + \lambda_1 L_{dfr}(P, I, F)
+            + \lambda_2 \big(L_{fd}(F, M) + L_{fr}(F, I; R_A(M))\big),
         \qquad \lambda_1 = 10^{-2},\ \lambda_2 = 10^{-3}
 
-    with P = softmax(logits), s the scribble seeds, ŷ = :func:`dfr_pseudo_labels` (seeds plus
-    predictions above γ = 0.98), :func:`partial_cross_entropy`, :func:`dfr_loss`,
-    :func:`feature_distance_loss` and :func:`feature_regular_loss` (R_A uses ŷ). Which term
-    each λ weighs, and that γ selects the head's training labels, are readings of DESIGN §6
-    (the thesis text is not in the design notes): L_dfr takes λ₁ like A²GNN's L_reg, L_fr takes
-    λ₂, L_fd weight 1.
+    with P = softmax(logits), s the scribble seeds, :func:`partial_cross_entropy`,
+    :func:`dfr_loss` (Eq. 4.5–4.6), :func:`feature_distance_loss` (L_fd, weights 1, 1, 2) and
+    :func:`feature_regular_loss` (Eq. 4.12 over the labelled pairs R_A of M). λ₂ weighs both
+    feature-head terms. M = :func:`dfr_pseudo_labels`: the predictions above γ = 0.98 only
+    (Eq. 4.7; ``head_labels="confident"``); ``head_labels="merged"`` also writes the seeds
+    into M, an option the thesis's Table 4.7 measures as worse (81.1 against 81.5).
+    ``pairs="all"`` runs L_fr over every window pair R instead (see
+    :func:`feature_regular_loss`).
 
     Args:
         logits: ``(B, C, H, W)`` segmentation logits.
         features: ``(B, d, H, W)`` head features, same resolution.
         image: ``(B, 3, H', W')`` image in [0, 1].
         seeds: ``(B, H, W)`` int64 seeds (scribbles), ``ignore_index`` = unknown.
-        lambda_dfr: λ₁. lambda_fr: λ₂. confidence: γ. pairs: R or R_A for L_fr.
+        lambda_dfr: λ₁. lambda_head: λ₂ (on L_fd + L_fr). confidence: γ.
+        head_labels: ``"confident"`` (paper) or ``"merged"``. pairs: R_A or R for L_fr.
         radius, shape, sigma_xy, sigma_rgb, sigma_feat, normalize: the kernels.
         ignore_index: the unknown label.
+        lambda_fr: former name of ``lambda_head`` (deprecated; it weighs L_fd too now).
 
     Returns:
         Scalar loss.
@@ -366,42 +383,57 @@ def dfr_objective(logits: Tensor, features: Tensor, image, seeds: Tensor, *,
     _checks.check_tensor4d("logits", logits)
     _checks.check_tensor4d("features", features)
     _checks.same_batch("logits", logits, "features", features)
+    lambda_head = _lambda_head(lambda_head, lambda_fr)
     _checks.check_positive("lambda_dfr", lambda_dfr, allow_zero=True)
-    _checks.check_positive("lambda_fr", lambda_fr, allow_zero=True)
+    _checks.check_choice("head_labels", head_labels, HEAD_LABELS)
     loss = partial_cross_entropy(logits, seeds, ignore_index=ignore_index)
     probs = logits.softmax(1)
-    labels = dfr_pseudo_labels(probs, seeds, confidence=confidence, ignore_index=ignore_index)
-    loss = loss + feature_distance_loss(features, labels, radius=radius, shape=shape,
-                                        ignore_index=ignore_index)
     if lambda_dfr:
         loss = loss + lambda_dfr * dfr_loss(probs, image, features, radius=radius, shape=shape,
                                             sigma_xy=sigma_xy, sigma_rgb=sigma_rgb,
                                             sigma_feat=sigma_feat, normalize=normalize)
-    if lambda_fr:
-        loss = loss + lambda_fr * feature_regular_loss(
+    if lambda_head:
+        labels = dfr_pseudo_labels(probs, seeds, confidence=confidence,
+                                   merge_seeds=head_labels == "merged",
+                                   ignore_index=ignore_index)
+        head = feature_distance_loss(features, labels, radius=radius, shape=shape,
+                                     ignore_index=ignore_index)
+        head = head + feature_regular_loss(
             features, image, labels=labels, pairs=pairs, radius=radius, shape=shape,
             sigma_xy=sigma_xy, sigma_rgb=sigma_rgb, normalize=normalize,
             ignore_index=ignore_index)
+        loss = loss + lambda_head * head
     return loss
+
+
+def _lambda_head(lambda_head: float, lambda_fr: float | None) -> float:
+    if lambda_fr is not None:
+        warnings.warn("lambda_fr is deprecated: use lambda_head, the λ₂ of thesis Eq. 4.1 that "
+                      "weighs L_fd + L_fr", DeprecationWarning, stacklevel=3)
+        lambda_head = lambda_fr
+    _checks.check_positive("lambda_head", lambda_head, allow_zero=True)
+    return lambda_head
 
 
 class DFRObjective(nn.Module):
     """Module form of :func:`dfr_objective`: ``forward(logits, features, image, seeds)``."""
 
-    def __init__(self, *, lambda_dfr: float = 1e-2, lambda_fr: float = 1e-3,
-                 confidence: float = DFR_CONFIDENCE, pairs: str = "all",
-                 radius: int = DFR_RADIUS, shape: str = DFR_SHAPE,
+    def __init__(self, *, lambda_dfr: float = 1e-2, lambda_head: float = 1e-3,
+                 confidence: float = DFR_CONFIDENCE, head_labels: str = "confident",
+                 pairs: str = "labelled", radius: int = DFR_RADIUS, shape: str = DFR_SHAPE,
                  sigma_xy: float = DFR_SIGMA_XY, sigma_rgb: float = DFR_SIGMA_RGB,
                  sigma_feat: float = DFR_SIGMA_FEAT, normalize: str | None = "imagenet",
-                 ignore_index: int = IGNORE) -> None:
+                 ignore_index: int = IGNORE, lambda_fr: float | None = None) -> None:
         super().__init__()
+        lambda_head = _lambda_head(lambda_head, lambda_fr)
         _checks.check_positive("lambda_dfr", lambda_dfr, allow_zero=True)
-        _checks.check_positive("lambda_fr", lambda_fr, allow_zero=True)
+        _checks.check_choice("head_labels", head_labels, HEAD_LABELS)
         _checks.check_choice("pairs", pairs, PAIR_SETS)
-        self.options = {"lambda_dfr": lambda_dfr, "lambda_fr": lambda_fr,
-                        "confidence": confidence, "pairs": pairs, "radius": radius,
-                        "shape": shape, "sigma_xy": sigma_xy, "sigma_rgb": sigma_rgb,
-                        "sigma_feat": sigma_feat, "normalize": normalize,
+        self.options = {"lambda_dfr": lambda_dfr, "lambda_head": lambda_head,
+                        "confidence": confidence, "head_labels": head_labels, "pairs": pairs,
+                        "radius": radius, "shape": shape, "sigma_xy": sigma_xy,
+                        "sigma_rgb": sigma_rgb, "sigma_feat": sigma_feat,
+                        "normalize": normalize,
                         "ignore_index": _check_ignore_index(ignore_index)}
 
     def forward(self, logits: Tensor, features: Tensor, image, seeds: Tensor) -> Tensor:

@@ -192,6 +192,36 @@ def loop_bcd(features, labels):
     return intra + fg_fg / 2 + sum(fg_bg) / len(fg_bg) / 2
 
 
+def paper_bcd(features, labels):
+    """Thesis Eq. 2.24–2.26 written from the equations: four means, each with weight 1; the
+    foreground intra mean runs over every pixel of the batch; an empty mean is 0."""
+    batch, _, height, width = features.shape
+
+    def mean(values):
+        return sum(values) / len(values) if values else 0.0
+
+    bg_terms, bg_centres = [], []
+    for b in range(batch):
+        bg = [features[b, :, y, x] for y in range(height) for x in range(width)
+              if labels[b, y, x] == 0]
+        if bg:
+            centre = sum(bg) / len(bg)
+            bg_terms.append(mean([1 - cos(f, centre) for f in bg]))
+            bg_centres.append(centre)
+    fg_terms, fg_centres = [], []
+    for k in range(1, 255):
+        members = [features[b, :, y, x] for b in range(batch) for y in range(height)
+                   for x in range(width) if labels[b, y, x] == k]
+        if members:
+            centre = sum(members) / len(members)
+            fg_terms.append(mean([1 - cos(f, centre) for f in members]))
+            fg_centres.append(centre)
+    fg_fg = [1 + cos(a, c) for i, a in enumerate(fg_centres) for j, c in enumerate(fg_centres)
+             if i != j]
+    fg_bg = [1 + cos(a, c) for a in fg_centres for c in bg_centres]
+    return float(mean(bg_terms) + mean(fg_terms) + mean(fg_fg) + mean(fg_bg))
+
+
 BCD_LABELS = {
     "general": [[[0, 0, 1, 2], [0, 1, 1, 255], [2, 0, 0, 3]],
                 [[0, 2, 2, 255], [0, 0, 2, 2], [1, 1, 0, 0]]],
@@ -211,9 +241,17 @@ def test_bcd_equals_loop(case):
     labels = torch.tensor(BCD_LABELS[case])
     features = torch.randn(2, 5, 3, 4, dtype=torch.float64,
                            generator=torch.Generator().manual_seed(7)).requires_grad_()
-    loss = bcd_loss(features, labels)
+    loss = bcd_loss(features, labels, variant="official")
     assert float(loss.detach()) == pytest.approx(loop_bcd(features.detach(), labels), rel=1e-10)
-    assert float(BCDLoss()(features, labels).detach()) == float(loss.detach())
+    assert float(BCDLoss(variant="official")(features, labels).detach()) == float(loss.detach())
+    paper = bcd_loss(features, labels)  # the default is the paper's Eq. 2.24-2.26
+    assert float(paper.detach()) == pytest.approx(paper_bcd(features.detach(), labels),
+                                                  rel=1e-10)
+    assert float(BCDLoss()(features, labels).detach()) == float(paper.detach())
+    assert "variant='paper'" in repr(BCDLoss())
+    paper.backward()
+    assert bool(torch.isfinite(features.grad).all())
+    features.grad = None
     loss.backward()  # empty classes and unknown pixels (zero centres) give no NaN
     assert bool(torch.isfinite(features.grad).all())
     assert float(features.grad[labels.unsqueeze(1).expand_as(features) == 255].abs().sum()) == 0
@@ -226,11 +264,20 @@ def test_bcd_properties_and_gradcheck():
     assert torch.autograd.gradcheck(lambda f: bcd_loss(f, labels), (features,))
     # every class on its own axis, one vector per class: no intra term, orthogonal centres
     clean = torch.nn.functional.one_hot(labels.clamp_max(3), 4).permute(0, 3, 1, 2).double()
-    assert float(bcd_loss(clean, labels)) == pytest.approx(1.0, abs=1e-6)  # 1 + cos = 1
+    # official: halves of the two inter means, 1 + cos = 1 each
+    assert float(bcd_loss(clean, labels, variant="official")) == pytest.approx(1.0, abs=1e-6)
+    # paper: the two inter means with weight 1 each
+    assert float(bcd_loss(clean, labels)) == pytest.approx(2.0, abs=1e-6)
+    # only the weights differ: paper = intra_bg + intra_fg + fg_fg + fg_bg, official =
+    # (balanced intra) + (fg_fg + fg_bg) / 2; with equal centres' cosines both inter means are 2
+    same = torch.ones(2, 5, 3, 4, dtype=torch.float64)
+    assert float(bcd_loss(same, labels)) == pytest.approx(4.0, abs=1e-6)
+    assert float(bcd_loss(same, labels, variant="official")) == pytest.approx(2.0, abs=1e-6)
     # ignored pixels take no part
     moved = features.detach().clone()
     moved[0, :, 1, 3] = 100.0
-    assert float(bcd_loss(moved, labels)) == pytest.approx(float(bcd_loss(features, labels)))
+    expected = float(bcd_loss(features, labels).detach())
+    assert float(bcd_loss(moved, labels)) == pytest.approx(expected)
     nothing = bcd_loss(features, torch.full((2, 3, 4), 255))
     assert float(nothing.detach()) == 0.0
     shifted = torch.where(labels == 255, -1, labels)
@@ -264,3 +311,5 @@ def test_bad_arguments():
         bcd_loss(torch.rand(2, 4, 5, 6), torch.full((2, 5, 6), -3))
     with pytest.raises(TypeError, match="features must be a torch.Tensor"):
         bcd_loss([[0.0]], torch.zeros(2, 5, 6, dtype=torch.long))
+    with pytest.raises(ValueError, match="variant must be one of"):
+        bcd_loss(torch.rand(2, 4, 5, 6), torch.zeros(2, 5, 6, dtype=torch.long), variant="rrm")

@@ -95,6 +95,52 @@ def test_contrastive_empty_sets_and_gradient():
     assert float(contrastive_affinity_loss(affinity, positive, none)) == 0
 
 
+def printed_form(affinity, positive, negative, tau):
+    """UniA Eq. 16 as transcribed (no logarithm, τ, the image's whole negative set S⁻),
+    written positive by positive with explicit loops over each image."""
+    total, count = 0.0, 0
+    for a, pos, neg in zip(affinity, positive, negative, strict=True):
+        values = a.flatten().tolist()
+        is_pos, is_neg = pos.flatten().tolist(), neg.flatten().tolist()
+        negatives = sum(math.exp(k / tau) for k, n in zip(values, is_neg, strict=True) if n)
+        for q, p in zip(values, is_pos, strict=True):
+            if p:
+                total -= math.exp(q / tau) / (math.exp(q / tau) + negatives)
+                count += 1
+    return total / max(count, 1)
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 3, 4), (2, 6, 6)])
+@pytest.mark.parametrize("tau", [0.1, 0.7])
+def test_contrastive_paper_equals_printed_form(shape, tau):
+    affinity = torch.rand(shape, generator=generator(11), dtype=torch.float64) * 2 - 1
+    positive, negative = random_pairs(shape, 12)
+    negative[1] = False  # an image without negatives: every share is 1
+    loss = contrastive_affinity_loss(affinity, positive, negative, tau=tau, variant="paper")
+    assert float(loss) == pytest.approx(printed_form(affinity, positive, negative, tau),
+                                        rel=1e-12)
+    assert -1 <= float(loss) <= 0
+    # not the InfoNCE form: no logarithm, negatives of the whole image
+    infonce = contrastive_affinity_loss(affinity, positive, negative, tau=tau)
+    assert float(infonce) > 0 and abs(float(infonce) - float(loss)) > 1e-3
+    # τ matters (the printed form has a temperature)
+    other = contrastive_affinity_loss(affinity, positive, negative, tau=2 * tau, variant="paper")
+    assert abs(float(other) - float(loss)) > 1e-6
+    small = affinity[:1, :3].clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda a: contrastive_affinity_loss(
+        a, positive[:1, :3], negative[:1, :3], tau=0.5, variant="paper"), (small,))
+
+
+def test_contrastive_paper_decreases_when_positives_rise():
+    affinity = torch.tensor([[[0.2, -0.1], [0.0, 0.3]]], dtype=torch.float64)
+    positive = torch.tensor([[[True, False], [False, True]]])
+    negative = ~positive
+    low = contrastive_affinity_loss(affinity, positive, negative, variant="paper")
+    high = contrastive_affinity_loss(affinity + positive * 0.5, positive, negative,
+                                     variant="paper")
+    assert float(high) < float(low)
+
+
 def test_contrastive_gradcheck():
     affinity = (torch.rand(2, 4, 3, 3, generator=generator(5), dtype=torch.float64) * 2 - 1)
     positive, negative = random_pairs(affinity.shape, 6)
@@ -110,6 +156,10 @@ def test_contrastive_module_equals_function():
     assert "tau=0.3" in repr(module)
     torch.testing.assert_close(module(affinity, positive, negative),
                                contrastive_affinity_loss(affinity, positive, negative, tau=0.3))
+    paper = ContrastiveAffinityLoss(tau=0.3, variant="paper")
+    assert "variant='paper'" in repr(paper)
+    torch.testing.assert_close(paper(affinity, positive, negative), contrastive_affinity_loss(
+        affinity, positive, negative, tau=0.3, variant="paper"))
 
 
 def test_contrastive_bad_inputs():
@@ -127,6 +177,8 @@ def test_contrastive_bad_inputs():
         contrastive_affinity_loss(affinity, positive, negative, tau=0.0)
     with pytest.raises(ValueError, match="tau must be > 0"):
         ContrastiveAffinityLoss(tau=-1.0)
+    with pytest.raises(ValueError, match="variant must be one of"):
+        contrastive_affinity_loss(affinity, positive, negative, variant="official")
 
 
 # -- perplexity and reliability --------------------------------------------------------------

@@ -215,13 +215,19 @@ def test_dfr_loss_is_potts_on_the_dynamic_kernel():
         lambda p: dfr_loss(p, image[:1, :, :3, :4], features[:1, :, :3, :4], radius=1), (small,))
 
 
-def test_dfr_pseudo_labels():
+def test_dfr_pseudo_labels_are_confident_predictions_only():
     probs = torch.tensor([[[[0.99, 0.50, 0.01, 0.30]], [[0.01, 0.50, 0.99, 0.70]]]],
                          dtype=torch.float64)
-    seeds = torch.tensor([[[255, 255, 0, 255]]])
-    labels = dfr_pseudo_labels(probs, seeds)
-    assert labels.tolist() == [[[0, 255, 0, 255]]]  # the seed wins over a confident 1
-    assert dfr_pseudo_labels(probs, seeds, confidence=0.6).tolist() == [[[0, 255, 0, 1]]]
+    seeds = torch.tensor([[[255, 255, 0, 1]]])
+    # Eq. 4.7: M from the predictions above gamma = 0.98 only; the seeds take no part
+    assert dfr_pseudo_labels(probs).tolist() == [[[0, 255, 1, 255]]]
+    assert dfr_pseudo_labels(probs, seeds).tolist() == [[[0, 255, 1, 255]]]
+    assert dfr_pseudo_labels(probs, confidence=0.6).tolist() == [[[0, 255, 1, 1]]]
+    # the merge option: a seed wins over a confident prediction
+    merged = dfr_pseudo_labels(probs, seeds, merge_seeds=True)
+    assert merged.tolist() == [[[0, 255, 0, 1]]]
+    with pytest.raises(ValueError, match="seeds are required for merge_seeds=True"):
+        dfr_pseudo_labels(probs, merge_seeds=True)
 
 
 def test_feature_distance_loss_by_hand():
@@ -230,7 +236,7 @@ def test_feature_distance_loss_by_hand():
     features = torch.tensor([[[[0.0, 1.0, 1.0, 3.0]], [[0.0, 0.0, 2.0, 2.0]]]],
                             dtype=torch.float64)  # L1 / d: 0.5, 1.0, 1.0
     loss = feature_distance_loss(features, labels, radius=1)
-    expected = 0.5 + 1.0 + 2 * -math.log(1 - math.exp(-1.0))
+    expected = 0.5 + 1.0 + 2 * -math.log(1 - math.exp(-1.0))  # weights 1, 1, 2
     assert float(loss) == pytest.approx(expected, rel=1e-12)
     assert float(FeatureDistanceLoss(radius=1)(features, labels)) == float(loss)
     unknown = torch.tensor([[[0, 0, 255, 1]]])  # only the background pair is left
@@ -252,35 +258,51 @@ def test_feature_regular_loss_equals_loop_both_pair_sets():
         everything += term
         if seeds[b, y, x] != 255 and seeds[b, qy, qx] != 255:
             labelled += term
-    loss = feature_regular_loss(features, image, radius=2)
+    loss = feature_regular_loss(features, image, pairs="all", radius=2)
     assert float(loss) == pytest.approx(everything / (B * H * W), rel=1e-10)
-    assert float(FeatureRegularLoss(radius=2)(features, image)) == float(loss)
-    subset = feature_regular_loss(features, image, labels=seeds, pairs="labelled", radius=2)
+    assert float(FeatureRegularLoss(pairs="all", radius=2)(features, image)) == float(loss)
+    subset = feature_regular_loss(features, image, labels=seeds, radius=2)  # R_A by default
     assert float(subset) == pytest.approx(labelled / (B * H * W), rel=1e-10)
+    assert float(FeatureRegularLoss(radius=2)(features, image, seeds)) == float(subset)
     assert 0 < float(subset) < float(loss)
     small = features[:1, :, :3, :4].clone().requires_grad_()
     assert torch.autograd.gradcheck(
-        lambda f: feature_regular_loss(f, image[:1, :, :3, :4], radius=1), (small,))
+        lambda f: feature_regular_loss(f, image[:1, :, :3, :4], pairs="all", radius=1), (small,))
 
 
-def test_dfr_objective_is_the_weighted_sum():
+def test_dfr_objective_is_eq_4_1():
     image, _, seeds, features = make()
     logits = torch.randn(B, C, H, W, dtype=torch.float64, generator=torch.Generator()
                          .manual_seed(5)) * 4
     probs = logits.softmax(1)
-    labels = dfr_pseudo_labels(probs, seeds)
-    assert bool((labels != 255).sum() > (seeds != 255).sum())  # confident pixels were added
+    # M of Eq. 4.7 written from the equation: argmax where max prob > 0.98, else unknown
+    best, arg = probs.max(1)
+    head = torch.where(best > 0.98, arg, torch.full_like(arg, 255))
+    assert bool((head != 255).any()) and bool(((head != 255) & (seeds == 255)).any())
+    # L = L_pce + 1e-2 L_dfr + 1e-3 (L_fd + L_fr over R_A(M))
     expected = (partial_cross_entropy(logits, seeds)
                 + 1e-2 * dfr_loss(probs, image, features, radius=2)
-                + feature_distance_loss(features, labels, radius=2)
-                + 1e-3 * feature_regular_loss(features, image, radius=2))
+                + 1e-3 * (feature_distance_loss(features, head, radius=2)
+                          + feature_regular_loss(features, image, labels=head, radius=2)))
     total = dfr_objective(logits, features, image, seeds, radius=2)
     assert float(total) == pytest.approx(float(expected), rel=1e-12)
-    assert float(DFRObjective(radius=2)(logits, features, image, seeds)) == float(total)
-    only_ce_fd = dfr_objective(logits, features, image, seeds, lambda_dfr=0, lambda_fr=0,
-                               radius=2)
-    assert float(only_ce_fd) == pytest.approx(float(
-        partial_cross_entropy(logits, seeds) + feature_distance_loss(features, labels, radius=2)))
+    module = DFRObjective(radius=2)
+    assert float(module(logits, features, image, seeds)) == float(total)
+    assert "lambda_head=0.001" in repr(module) and "head_labels='confident'" in repr(module)
+    only_ce = dfr_objective(logits, features, image, seeds, lambda_dfr=0, lambda_head=0,
+                            radius=2)
+    assert float(only_ce) == pytest.approx(float(partial_cross_entropy(logits, seeds)))
+    # the options: seeds merged into M, L_fr over every window pair R
+    merged = torch.where(seeds != 255, seeds, head)
+    options = dfr_objective(logits, features, image, seeds, radius=2, head_labels="merged",
+                            pairs="all")
+    assert float(options) == pytest.approx(float(
+        partial_cross_entropy(logits, seeds) + 1e-2 * dfr_loss(probs, image, features, radius=2)
+        + 1e-3 * (feature_distance_loss(features, merged, radius=2)
+                  + feature_regular_loss(features, image, pairs="all", radius=2))), rel=1e-12)
+    with pytest.warns(DeprecationWarning, match="lambda_head"):
+        old = dfr_objective(logits, features, image, seeds, radius=2, lambda_fr=1e-3)
+    assert float(old) == float(total)
 
 
 # -- bad arguments ---------------------------------------------------------------------------
@@ -320,7 +342,9 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="pairs must be one of"):
         feature_regular_loss(features, image, pairs="R_A")
     with pytest.raises(ValueError, match="labels are required for pairs='labelled'"):
-        feature_regular_loss(features, image, pairs="labelled")
+        feature_regular_loss(features, image)
+    with pytest.raises(ValueError, match="head_labels must be one of"):
+        dfr_objective(probs, features, image, seeds, head_labels="seeds")
     with pytest.raises(ValueError, match="radius must be > 0"):
         FeatureDistanceLoss(radius=0)
     with pytest.raises(ValueError, match="lambda_dfr must be >= 0"):
