@@ -8,9 +8,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from graphseg import _checks
+from graphseg._checks import VARIANTS
 from graphseg.losses._common import IGNORE, _check_logits_seeds
 
 __all__ = ["consistency_check", "mp_loss", "mp_pixels"]
+
+OFFICIAL_EPS = 1e-5
+"""The constant the official code adds to each 1 − cos term of the MP loss."""
 
 
 def _check_boxes_for(logits: Tensor, features: Tensor | None, boxes) -> list:
@@ -24,16 +28,18 @@ def _check_boxes_for(logits: Tensor, features: Tensor | None, boxes) -> list:
     return _checks.check_boxes(boxes, batch, height, width, num_classes=classes)
 
 
-def _box_pixels(probs: Tensor, cls: int, x0: int, y0: int, x1: int, y1: int) -> Tensor:
+def _box_pixels(probs: Tensor, cls: int, x0: int, y0: int, x1: int, y1: int, *,
+                unique: bool = True) -> Tensor:
     """Flat indices y·W + x of the MP pixels of one box: per row and per column, the pixel
-    with the highest O^c (duplicates removed)."""
+    with the highest O^c (duplicates removed, or kept: rows first, then columns)."""
     width = probs.shape[-1]
     region = probs[cls, y0 : y1 + 1, x0 : x1 + 1]
     rows = torch.arange(y0, y1 + 1, device=probs.device)
     cols = torch.arange(x0, x1 + 1, device=probs.device)
     by_row = rows * width + x0 + region.argmax(1)
     by_col = (y0 + region.argmax(0)) * width + cols
-    return torch.unique(torch.cat([by_row, by_col]))
+    both = torch.cat([by_row, by_col])
+    return torch.unique(both) if unique else both
 
 
 def mp_pixels(logits: Tensor, boxes) -> list[list[Tensor]]:
@@ -54,13 +60,16 @@ def mp_pixels(logits: Tensor, boxes) -> list[list[Tensor]]:
     return _mp_pixels(logits, checked)
 
 
-def _mp_pixels(logits: Tensor, checked) -> list[list[Tensor]]:
-    probs = logits.detach().softmax(1)
-    return [[_box_pixels(probs[b], *box) for box in image_boxes]
+def _mp_pixels(logits: Tensor, checked, variant: str = "paper") -> list[list[Tensor]]:
+    """The MP pixels of every box; the official code takes the maxima of the class logit
+    (not of O^c) and keeps duplicates."""
+    official = variant == "official"
+    scores = logits.detach() if official else logits.detach().softmax(1)
+    return [[_box_pixels(scores[b], *box, unique=not official) for box in image_boxes]
             for b, image_boxes in enumerate(checked)]
 
 
-def mp_loss(logits: Tensor, features: Tensor, boxes) -> Tensor:
+def mp_loss(logits: Tensor, features: Tensor, boxes, *, variant: str = "paper") -> Tensor:
     r"""The maximum-prediction (MP) loss of box supervision (thesis Eq. 3.23–3.26).
 
     With M the MP pixels of :func:`mp_pixels` (M_b those of box b, of class c_b):
@@ -72,22 +81,35 @@ def mp_loss(logits: Tensor, features: Tensor, boxes) -> Tensor:
     where Π is the set of unordered pairs of distinct MP pixels within the same box and H the
     features before the output layer. Boxes of one pixel contribute no pair.
 
+    ``variant="official"`` follows zbf1991/A2GNN
+    ``mytool.box_mp_loss_with_consistency_checking``: M_b is the list of the row maxima
+    followed by the column maxima of the class logit (not of O^c), a pixel that is both counted
+    twice; the similarity term averages :math:`1 - \cos(H_i, H_j) + 10^{-5}` over all
+    :math:`|M_b|^2` ordered pairs of each box, the diagonal included, then over the boxes'
+    pairs together.
+
     Args:
         logits: ``(B, C, H, W)`` class logits.
         features: ``(B, F, H, W)`` features H^{L+1} before the output layer.
         boxes: one list of box dicts per image, in the coordinates of ``logits``.
+        variant: ``"paper"`` (default, the equations) or ``"official"``.
 
     Returns:
         Scalar loss (0 without boxes).
     """
     checked = _check_boxes_for(logits, features, boxes)
+    _checks.check_choice("variant", variant, VARIANTS)
+    official = variant == "official"
     log_probs = logits.log_softmax(1).flatten(2)
     flat = features.flatten(2)
     picked, similarity = [], []
-    for b, image_pixels in enumerate(_mp_pixels(logits, checked)):
+    for b, image_pixels in enumerate(_mp_pixels(logits, checked, variant)):
         for (cls, *_), pixels in zip(checked[b], image_pixels, strict=True):
             picked.append(-log_probs[b, cls, pixels])
             unit = F.normalize(flat[b][:, pixels].t(), dim=1)
+            if official:
+                similarity.append((1 - unit @ unit.t() + OFFICIAL_EPS).flatten())
+                continue
             first, second = torch.triu_indices(len(pixels), len(pixels), 1,
                                                device=pixels.device)
             similarity.append(1 - (unit[first] * unit[second]).sum(1))
@@ -97,7 +119,8 @@ def mp_loss(logits: Tensor, features: Tensor, boxes) -> Tensor:
     return torch.cat(picked).mean() + (pairs.mean() if pairs.numel() else 0)
 
 
-def consistency_check(seeds: Tensor, logits: Tensor, features: Tensor, boxes) -> Tensor:
+def consistency_check(seeds: Tensor, logits: Tensor, features: Tensor, boxes, *,
+                      variant: str = "paper") -> Tensor:
     r"""Consistency checking of box seeds (thesis Eq. 3.27–3.28).
 
     For each box b of class c, the prototype is the mean feature of its MP pixels
@@ -112,15 +135,19 @@ def consistency_check(seeds: Tensor, logits: Tensor, features: Tensor, boxes) ->
         logits: ``(B, C, H, W)`` class logits (selects the MP pixels).
         features: ``(B, F, H, W)`` features H before the output layer.
         boxes: one list of box dicts per image.
+        variant: ``"paper"`` (default) or ``"official"``, whose prototype averages the MP
+            list with a pixel that is both a row and a column maximum counted twice, as in
+            :func:`mp_loss`.
 
     Returns:
         ``(B, H, W)`` int64 pruned seeds (a new tensor).
     """
     checked = _check_boxes_for(logits, features, boxes)
     _check_logits_seeds(logits, seeds)
+    _checks.check_choice("variant", variant, VARIANTS)
     pruned = seeds.clone().long()
     features = features.detach()
-    for b, image_pixels in enumerate(_mp_pixels(logits, checked)):
+    for b, image_pixels in enumerate(_mp_pixels(logits, checked, variant)):
         for (cls, x0, y0, x1, y1), pixels in zip(checked[b], image_pixels, strict=True):
             proto = features[b].flatten(1)[:, pixels].mean(1)
             inside = features[b, :, y0 : y1 + 1, x0 : x1 + 1]

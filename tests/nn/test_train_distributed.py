@@ -35,7 +35,7 @@ def _worker(rank, world, port, shards, path):
     try:
         model = _model()
         train_affinity(DistributedDataParallel(model), shards[rank], epochs=1, lr=LR,
-                       radius=2, progress=False)
+                       radius=2, shape="disk", progress=False)
         torch.save({"parameters": [p.detach() for p in model.parameters()]},
                    f"{path}.{rank}")
     finally:

@@ -8,9 +8,16 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from graphseg import _checks
+from graphseg._checks import VARIANTS
 from graphseg.graph.window import WindowGraph, pixel_graph
 from graphseg.nn.affinity import AffinityCNN
 from graphseg.pipelines._common import resize_image
+
+# the official code's window radius per weak kind: --radius of zbf1991/A2GNN's
+# train_infer_A2GNN_box.py (4) and train_infer_A2GNN_others.py (3; its scribble run uses 4)
+_OFFICIAL_RADIUS = {"boxes": 4, "scribbles": 4, "points": 3, "tags": 3}
+_KINDS = tuple(_OFFICIAL_RADIUS)
 
 
 @dataclass(frozen=True)
@@ -31,17 +38,63 @@ class RGBGraph:
 @dataclass(frozen=True)
 class LearnedGraph:
     """The learned graph of a trained affinity CNN (thesis Eq. 3.14) at a working
-    resolution, on a square window (the official code's)."""
+    resolution, and how that CNN is trained (:func:`~graphseg.pipelines.train_affinity_dataset`).
+
+    The defaults are graphseg's shipped ones: the official code's square window with the
+    thesis's threshold σ = 1e-3. :meth:`paper` and :meth:`official` give each source exactly
+    (docs/paper_presets.md).
+    """
 
     size: int = 128
     """Longer side of the working resolution, in training and at inference."""
     radius: int = 4
-    """Square window radius (official code: 4 for boxes and scribbles, 3 for points and image
-    labels)."""
+    """Window radius (official code: square, 4 for boxes and scribbles, 3 for points and image
+    labels; thesis: disk, 5 for every kind)."""
+    shape: str = "square"
+    """Window shape, ``"square"`` (official) or ``"disk"`` (thesis), in training and at
+    inference."""
+    train_radius: int | None = None
+    """Window radius in training when it differs from ``radius`` (the official code trains
+    every kind's CNN with ``train_gated_aff.py --radius 4``); None: ``radius``."""
+    threshold: float | None = 1e-3
+    """Eq. 3.14's σ: affinities at or below it are not edges (thesis 1e-3; None keeps every
+    window entry, as the official code)."""
+    variant: str = "official"
+    """The affinity CNN's loss in training (:func:`graphseg.nn.affinity_loss`)."""
+
+    def __post_init__(self) -> None:
+        _checks.check_choice("variant", self.variant, VARIANTS)
+        _checks.check_choice("shape", self.shape, ("disk", "square"))
+        _checks.check_positive("radius", self.radius, integer=True)
+        _checks.check_positive("size", self.size, integer=True)
+        if self.train_radius is not None:
+            _checks.check_positive("train_radius", self.train_radius, integer=True)
+
+    @property
+    def training_radius(self) -> int:
+        """The window radius the affinity CNN is trained with."""
+        return self.radius if self.train_radius is None else self.train_radius
+
+    @classmethod
+    def paper(cls, weak: str, **changes) -> LearnedGraph:
+        """The thesis's graph for every ``weak`` kind: disk of radius 5 in training and
+        inference (§3.3.3), threshold σ = 1e-3 (Eq. 3.14), the paper's L_Ac and L_Ar."""
+        _checks.check_choice("weak", weak, _KINDS)
+        return cls(**{"radius": 5, "shape": "disk", "threshold": 1e-3, "variant": "paper",
+                      **changes})
+
+    @classmethod
+    def official(cls, weak: str, **changes) -> LearnedGraph:
+        """The released code's graph for ``weak``: square window of radius 4 (boxes,
+        scribbles) or 3 (points, tags) at inference and 4 in training, every window entry
+        kept, the code's L_Ac and L_Ar."""
+        _checks.check_choice("weak", weak, _KINDS)
+        return cls(**{"radius": _OFFICIAL_RADIUS[weak], "train_radius": 4, "shape": "square",
+                      "threshold": None, "variant": "official", **changes})
 
     def build(self, image: Tensor, model: AffinityCNN) -> WindowGraph:
         device = next(model.parameters()).device
         model.eval()
         with torch.no_grad():
             return model.to_graph(resize_image(image, self.size).to(device), radius=self.radius,
-                                  shape="square")
+                                  shape=self.shape, threshold=self.threshold)

@@ -14,22 +14,37 @@ from dataclasses import dataclass, field
 import torch.nn.functional as F
 from torch import Tensor
 
+from graphseg import _checks
+from graphseg._checks import VARIANTS
 from graphseg.graph.superpixel import superpixel_graph
 from graphseg.nn.affinity import AffinityCNN
-from graphseg.nn.train import fit_a2gnn, resample_seeds
-from graphseg.pipelines._common import renumber
+from graphseg.nn.train import a2gnn_settings, fit_a2gnn, resample_seeds
+from graphseg.pipelines._common import renumber, working_size
 from graphseg.pipelines.kinds import WeakInput
 from graphseg.pipelines.recipes._graphs import LearnedGraph
 from graphseg.pipelines.recipes.random_walk import RandomWalkConfig, cam_walk
 from graphseg.pipelines.registry import register_recipe
 
+A2GNN_CRF = {"paper": "psa", "official": "a2gnn"}
+"""The CRF preset (:data:`graphseg.propagate.CRF_PRESETS`) after A²GNN per variant: the thesis
+adopts PSA's (smoothness s_xy 3 / compat 3, appearance s_xy 80, s_rgb 13, compat 10); the
+official ``mytool.crf_inference_inf`` uses 2 / 3 and 50 / 5 / 10. A preset puts it in its
+:class:`~graphseg.pipelines.FinishConfig` (see :attr:`A2GNNConfig.crf`)."""
+LOSS_SIZES = ("graph", "image")
+
 
 @dataclass(frozen=True)
 class A2GNNConfig:
-    """A²GNN's training and graphs."""
+    """A²GNN's training and graphs.
 
-    epochs: int = 100
-    hidden: int = 64
+    The defaults are graphseg's shipped settings (the official attention and losses, the
+    thesis's schedule, width 64 for CPU runs); :meth:`paper` and :meth:`official` give each
+    source exactly (docs/paper_presets.md). ``None`` in ``epochs``, ``hidden``, ``lr`` or
+    ``lambda_reg`` means the variant's value (:func:`graphseg.nn.train.a2gnn_settings`).
+    """
+
+    epochs: int | None = 100
+    hidden: int | None = 64
     """Epochs (both stages) and width."""
     grid_stride: int = 4
     """Stride of the pixel grid through which the losses read a superpixel graph."""
@@ -41,6 +56,52 @@ class A2GNNConfig:
     """Weight of the CAMs' random walk against A²GNN's probabilities (tags; thesis: 1:3)."""
     walk: RandomWalkConfig = field(default_factory=RandomWalkConfig)
     """That random walk (tags)."""
+    # the fields below come last: the deprecated Settings build this config positionally
+    lr: float | None = 0.03
+    lambda_reg: float | None = 0.01
+    """Adam's learning rate and L_reg's weight λ₁ in stage 2."""
+    variant: str = "official"
+    """``"paper"`` or ``"official"``: attention, L_ce, L_mp, L_reg's kernel window and
+    normalisation, when consistency checking starts (:func:`graphseg.nn.fit_a2gnn`)."""
+    loss_size: str = "graph"
+    """On the learned graph, where L_ce, L_mp and consistency checking are computed:
+    ``"graph"`` at its nodes, ``"image"`` on the working image the affinity CNN sees, the
+    logits upsampled bilinearly (official code; the paper variant resamples the seeds back to
+    the nodes). The superpixel graph always reads through its ``grid_stride`` grid."""
+
+    def __post_init__(self) -> None:
+        _checks.check_choice("variant", self.variant, VARIANTS)
+        _checks.check_choice("loss_size", self.loss_size, LOSS_SIZES)
+
+    @property
+    def crf(self) -> str:
+        """The CRF preset of this variant (:data:`A2GNN_CRF`)."""
+        return A2GNN_CRF[self.variant]
+
+    @classmethod
+    def _of(cls, variant: str, weak: str, learned: LearnedGraph, loss_size: str,
+            changes: dict) -> A2GNNConfig:
+        settings = a2gnn_settings(variant, boxes=weak == "boxes")
+        values = {"epochs": settings["epochs"], "hidden": settings["hidden"],
+                  "lr": settings["lr"], "lambda_reg": settings["lambda_reg"],
+                  "variant": variant, "loss_size": loss_size, "learned": learned,
+                  "walk": RandomWalkConfig(learned=learned)}
+        return cls(**{**values, **changes})
+
+    @classmethod
+    def paper(cls, weak: str, **changes) -> A2GNNConfig:
+        """The thesis's A²GNN for ``weak`` labels: 100 epochs, Adam lr 0.03, λ₁ = 0.01,
+        width 256, the paper's attention and losses at the graph's nodes, the disk window of
+        radius 5 (:meth:`LearnedGraph.paper`). ``changes`` replace fields."""
+        return cls._of("paper", weak, LearnedGraph.paper(weak), "graph", changes)
+
+    @classmethod
+    def official(cls, weak: str, **changes) -> A2GNNConfig:
+        """The released code's A²GNN for ``weak`` labels: 150 + 150 epochs, lr 0.035 and
+        λ₁ = 0.01 for boxes, 50 + 50 epochs, lr 0.03 and λ₁ = 0.3 otherwise; width 256; the
+        code's attention and losses with the logits upsampled to the image for L_ce and L_mp;
+        its square window (:meth:`LearnedGraph.official`). ``changes`` replace fields."""
+        return cls._of("official", weak, LearnedGraph.official(weak), "image", changes)
 
 
 def _grid_boxes(boxes, rows: int, cols: int, to_grid):
@@ -65,22 +126,30 @@ def _on_regions(image: Tensor, local: Tensor, num_classes: int, config: A2GNNCon
     cells = graph.labels[:, offset::stride, offset::stride]
     grid_boxes = _grid_boxes(boxes, *cells.shape[1:], lambda pixel, axis: pixel // stride)
     probs = fit_a2gnn(graph.to_pyg(), local[:, offset::stride, offset::stride], boxes=grid_boxes,
-                      pixels=cells, num_classes=num_classes, epochs=config.epochs,
-                      hidden=config.hidden)
+                      pixels=cells, num_classes=num_classes, image=image,
+                      **_training(config))
     return graph.unpool(probs)
+
+
+def _training(config: A2GNNConfig) -> dict:
+    """:func:`~graphseg.nn.fit_a2gnn`'s training arguments from ``config``."""
+    return {"variant": config.variant, "epochs": config.epochs, "hidden": config.hidden,
+            "lr": config.lr, "lambda_reg": config.lambda_reg}
 
 
 def _on_learned_graph(image: Tensor, local: Tensor, num_classes: int, config: A2GNNConfig,
                       boxes, model: AffinityCNN) -> Tensor:
     height, width = image.shape[2:]
     graph = config.learned.build(image, model)
-    rows, cols = graph.image_size
+    # the losses' grid: the graph's nodes, or the working image the affinity CNN saw
+    rows, cols = (graph.image_size if config.loss_size == "graph"
+                  else working_size(height, width, config.learned.size))
     scale = ((rows, height), (cols, width))
     grid_boxes = _grid_boxes(boxes, rows, cols,
                              lambda pixel, axis: pixel * scale[axis][0] // scale[axis][1])
     probs = fit_a2gnn(graph, resample_seeds(local, (rows, cols)).to(graph.weight.device),
-                      boxes=grid_boxes,
-                      num_classes=num_classes, epochs=config.epochs, hidden=config.hidden)
+                      boxes=grid_boxes, num_classes=num_classes, image=image,
+                      **_training(config))
     return F.interpolate(probs, size=(height, width), mode="bilinear",
                          align_corners=False).cpu()
 
