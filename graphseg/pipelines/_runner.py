@@ -95,5 +95,6 @@ def for_each_sample(dataset, process: Callable[[str, dict], None], *, desc: str,
 
 
 def sample_labels(sample: dict, keys) -> dict:
-    """The entries ``keys`` of a data-set sample (the labels a weak kind reads)."""
-    return {key: sample.get(key) for key in keys}
+    """The entries ``keys`` of a data-set sample that it holds (the labels a weak kind
+    reads; a missing one is reported by the kind)."""
+    return {key: sample[key] for key in keys if sample.get(key) is not None}

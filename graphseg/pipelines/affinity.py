@@ -89,7 +89,7 @@ def _seed_batches(dataset, weak: str, size: int, preset: Preset, progress: bool,
     def process(name: str, sample: dict) -> None:
         image = single_image(sample["image"])
         seeds = weak_input(image, sample_labels(sample, LABEL_KEYS[weak]), weak=weak,
-                           num_classes=num_classes, config=preset.seeds).seeds
+                           num_classes=num_classes, config=preset.seeds).affinity_seeds
         small = resize_image(image, size)
         batches.append((small, resample_seeds(seeds, tuple(small.shape[2:]))))
 
@@ -106,10 +106,13 @@ def train_affinity_dataset(dataset, *, weak: str, out: str | os.PathLike, epochs
     """Trains the affinity CNN of :data:`AFFINITY_ARCHITECTURE` on the seeds of a data set's
     weak labels (thesis §3.3.3) and saves it to ``out``.
 
-    Every image's seeds come from :func:`~graphseg.pipelines.weak_seeds`; image and seeds are
+    Every image's seeds are the ``affinity_seeds`` of its
+    :class:`~graphseg.pipelines.kinds.WeakInput` (thesis §3.6.1: with ``"cams"`` in the
+    sample, M_S merged with the CAM seeds M'_I for scribbles and M'_I alone for points; the
+    seeds of :func:`~graphseg.pipelines.weak_seeds` otherwise); image and seeds are
     resized to a working resolution whose longer side is ``size`` (seeds nearest), and
     :func:`graphseg.nn.train_affinity` trains on them one image per batch with Adam, on the
-    square window of ``radius``. ``size`` and ``radius`` default to the learned graph of the
+    window of ``radius``. ``size`` and ``radius`` default to the learned graph of the
     preset's ``a2gnn`` config, the one :func:`~graphseg.pipelines.segment` builds. After every
     epoch the state dict (with the epoch count as its ``epochs_trained`` entry) is written
     atomically to ``out``. Each epoch starts a fresh Adam, so a run resumed from epoch k
@@ -129,7 +132,9 @@ def train_affinity_dataset(dataset, *, weak: str, out: str | os.PathLike, epochs
             is read.
         epochs: total epochs, counting those of a resumed checkpoint.
         lr: Adam learning rate.
-        size, radius: working resolution (longer side) and square window.
+        size, radius: working resolution (longer side) and training window radius; the
+            window's shape and the loss variant are the learned graph's
+            (:class:`~graphseg.pipelines.LearnedGraph`: ``shape``, ``variant``).
         preset: the kind's settings (seeds; default :data:`~graphseg.pipelines.PRESETS`).
         progress: show tqdm bars (seeds, then epochs).
         resume: continue from the checkpoint at ``out`` when it exists.
@@ -146,7 +151,7 @@ def train_affinity_dataset(dataset, *, weak: str, out: str | os.PathLike, epochs
     preset = resolve_preset(weak, preset, settings)
     learned = preset.config("a2gnn").learned
     size = learned.size if size is None else size
-    radius = learned.radius if radius is None else radius
+    radius = learned.training_radius if radius is None else radius
     _checks.check_positive("epochs", epochs, integer=True)
     _checks.check_positive("lr", lr)
     _checks.check_positive("size", size, integer=True)
@@ -183,7 +188,8 @@ def train_affinity_dataset(dataset, *, weak: str, out: str | os.PathLike, epochs
     bar = tqdm(range(done, epochs), desc=f"train-affinity {weak}",
                disable=not progress or rank != 0)
     for epoch in bar:
-        loss = train_affinity(network, batches, epochs=1, lr=lr, radius=radius, shape="square",
+        loss = train_affinity(network, batches, epochs=1, lr=lr, radius=radius,
+                              shape=learned.shape, variant=learned.variant,
                               progress=False)[0]
         if world > 1:  # the mean over every image of every rank
             total = torch.tensor([loss * len(batches)], dtype=torch.float64)

@@ -111,7 +111,9 @@ def weak_seeds(image, labels: dict, *, weak: str, num_classes: int | None = None
     """The seed map that :func:`segment` and
     :func:`~graphseg.pipelines.train_affinity_dataset` build from weak labels.
 
-    - boxes: GrabCut seeds M_B (thesis Eq. 3.2–3.3, :func:`graphseg.seeds.grabcut_seeds`);
+    - boxes: GrabCut seeds M_B (thesis Eq. 3.2–3.4, :func:`graphseg.seeds.grabcut_seeds`); with
+      ``labels["cams"]`` beside the boxes, the confident seeds M_g ⊆ M_F (Eq. 3.5,
+      :func:`graphseg.seeds.confident_box_seeds`);
     - points / scribbles: disks / strokes expanded to SLIC superpixels (thesis §3.6.1,
       :func:`graphseg.seeds.expand_seeds`);
     - tags: the CAM seeds M'_I of ``labels["cams"]`` (:func:`graphseg.seeds.topk_seeds`).

@@ -19,6 +19,7 @@ from graphseg.seeds.cam import (
 )
 from graphseg.seeds.expand import (
     expand_seeds,
+    merge_seeds,
     rasterize_points,
     rasterize_scribbles,
     region_labels,
@@ -37,6 +38,7 @@ __all__ = [
     "expand_seeds",
     "fuse_box_seeds",
     "grabcut_seeds",
+    "merge_seeds",
     "mine_confident_regions",
     "multiscale_cam",
     "normalize_cam",

@@ -6,6 +6,7 @@ Channel c of a probability map is class c, channel 0 the background. Every seed 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -225,40 +226,68 @@ def reliable_seeds(
     *,
     crf_labels: Tensor | None = None,
     alpha: float | None = None,
-    quantile: float = 0.4,
+    fraction: float = 0.4,
+    quantile: float | None = None,
 ) -> Tensor:
-    """Reliable regions: the argmax label where its confidence exceeds a threshold and, when a
-    CRF label map is given, the CAM and CRF labels agree (thesis Eq. 2.1–2.7).
+    """RRM's reliable regions: each class's most confident pixels, kept where the CAM and CRF
+    labels agree (thesis §2.3.1 and Eq. 2.1–2.7).
 
-    The threshold is per image and class: the ``quantile`` of the confidences of the pixels
-    labelled c (DESIGN §6: a per-class 40% quantile, not a fixed probability), or the fixed
-    probability ``alpha`` when given.
+    Per image, the pixels of each argmax class c (the background included) are ranked by their
+    confidence and the top ``fraction`` of them is kept (thesis §2.3.1: "α is chosen with 40%
+    pixels selected as labeled pixels for each class"): with n pixels of class c, the
+    k = ⌊fraction·n + ½⌋ most confident ones, i.e. those whose confidence is at least the
+    k-th largest (pixels tied with it are kept too, so only ties give more than k). A class
+    with k = 0 keeps nothing. With ``crf_labels`` the pixels whose CRF label differs from the
+    argmax are dropped.
+
+    The RRM code (zbf1991/RRM, ``tool/myTool.py``, ``compute_seg_label``) cuts a foreground
+    class at the score of rank ⌊0.6·n⌋ among its scores above 0.1, keeping those strictly
+    above (one pixel fewer than 40%), and keeps the background above a fixed 0.8; that rule
+    is :func:`topk_seeds` (``min_score=0.1``).
 
     Args:
         probs: ``(B, C, H, W)`` class scores (channel 0 background), e.g. from
             :func:`add_background`.
         crf_labels: optional ``(B, H, W)`` labels of a CRF run on the same scores.
-        alpha: fixed confidence threshold instead of the per-class quantile.
-        quantile: per-class quantile in [0, 1).
+        alpha: a fixed confidence threshold (kept: confidence > alpha) instead of the
+            per-class share.
+        fraction: the share of each class's pixels kept, in (0, 1] (0.4, thesis §2.3.1).
+        quantile: the older form of the per-class cut: kept are the pixels whose confidence
+            exceeds the ``quantile`` of their class's confidences (in [0, 1); 0.6 keeps about
+            the top 40%). Given with ``alpha``, it is refused.
 
     Returns:
         ``(B, H, W)`` int64 seeds, 255 = unknown.
     """
     probs = _check_probs(probs)
     confidence, labels = probs.max(dim=1)
+    if alpha is not None and quantile is not None:
+        raise ValueError(f"give either alpha (a fixed threshold) or quantile (a per-class cut), "
+                         f"got alpha={alpha!r} and quantile={quantile!r}")
+    keep = torch.zeros_like(labels, dtype=torch.bool)
     if alpha is not None:
         _checks.check_positive("alpha", alpha, allow_zero=True)
         keep = confidence > alpha
-    else:
+    elif quantile is not None:
         _checks.check_positive("quantile", quantile, allow_zero=True)
         if quantile >= 1:
             raise ValueError(f"quantile must lie in [0, 1), got {quantile!r}")
-        keep = torch.zeros_like(labels, dtype=torch.bool)
         for b in range(labels.shape[0]):
             for cls in labels[b].unique().tolist():
                 member = labels[b] == cls
                 cut = torch.quantile(confidence[b][member].double(), quantile)
                 keep[b] |= member & (confidence[b] > cut.to(confidence.dtype))
+    else:
+        _check_fraction("fraction", fraction)
+        for b in range(labels.shape[0]):
+            for cls in labels[b].unique().tolist():
+                member = labels[b] == cls
+                values = confidence[b][member]
+                count = math.floor(fraction * values.numel() + 0.5)
+                if count < 1:
+                    continue
+                cut = values.topk(count).values[-1]
+                keep[b] |= member & (confidence[b] >= cut)
     if crf_labels is not None:
         crf_labels = _checks.as_label_batch(crf_labels, "crf_labels")
         _checks.same_size("crf_labels", crf_labels, "probs without its class dimension", labels)

@@ -11,7 +11,8 @@ from torch import Tensor
 from graphseg import _checks
 from graphseg.seeds.boxes import _batch_of
 
-__all__ = ["expand_seeds", "rasterize_points", "rasterize_scribbles", "region_labels"]
+__all__ = ["expand_seeds", "merge_seeds", "rasterize_points", "rasterize_scribbles",
+           "region_labels"]
 
 UNKNOWN = 255
 
@@ -160,3 +161,32 @@ def expand_seeds(seeds, regions) -> Tensor:
     region_label[pair_node[single]] = pair_cls[single]
     expanded = region_label[node]
     return torch.where(labelled, seeds, expanded)
+
+
+def merge_seeds(annotation, cam_seeds) -> Tensor:
+    r"""Merges expanded annotation seeds (M_S, M_P) with confident CAM seeds M'_I: the seeds
+    the affinity CNN trains on under scribbles (thesis §3.6.1; DESIGN §6 "Seeds").
+
+    .. math::
+        M(p) = \begin{cases}
+            M_S(p) & M_S(p) \ne 255 \\
+            M'_I(p) & \text{otherwise}
+        \end{cases}
+
+    Where both label a pixel and disagree, the annotation wins: it is a person's label on the
+    pixel (or on a superpixel holding no other label), whereas M'_I comes from a classifier
+    trained on image tags whose maps are coarse (stride 8) and spill over object boundaries.
+
+    Args:
+        annotation: ``(B, H, W)`` int64 annotation seeds, 255 = unknown (e.g. from
+            :func:`expand_seeds`).
+        cam_seeds: ``(B, H, W)`` int64 CAM seeds, 255 = unknown (e.g. from
+            :func:`graphseg.seeds.topk_seeds`).
+
+    Returns:
+        ``(B, H, W)`` int64 seeds, 255 = unknown.
+    """
+    annotation = _checks.as_label_batch(annotation, "annotation")
+    cam_seeds = _checks.as_label_batch(cam_seeds, "cam_seeds").to(annotation.device)
+    _checks.same_size("cam_seeds", cam_seeds, "annotation", annotation)
+    return torch.where(annotation != UNKNOWN, annotation, cam_seeds)

@@ -94,12 +94,15 @@ QUALITY = {("boxes", "grabcut"): 0.9, ("boxes", "harmonic"): 0.9, ("boxes", "a2g
            ("scribbles", "harmonic"): 0.9, ("scribbles", "random-walk"): 0.9,
            ("scribbles", "a2gnn"): 0.85, ("scribbles", "ial"): 0.75,
            ("scribbles", "pce-potts"): PCE_POTTS,
-           ("tags", "a2gnn"): 0.9, ("tags", "random-walk"): 0.85}
+           ("tags", "a2gnn"): 0.9, ("tags", "random-walk"): 0.85,
+           ("tags", "ial"): 0.75}
 
 
 @pytest.mark.parametrize(("weak", "method"), sorted(QUALITY))
 def test_segment_every_method_is_accurate(scenes, weak, method):
     for image, truth, labels in zip(scenes.images, scenes.truths, scenes.labels, strict=True):
+        if weak != "tags":  # the scenes' CAMs would make box seeds M_g (tests/pipelines/
+            labels = {k: v for k, v in labels.items() if k != "cams"}  # test_kinds.py)
         pred = segment(image, labels, weak=weak, method=method, preset=FAST[weak])
         assert pred.shape == (H, W) and pred.dtype == torch.int64
         assert set(pred.unique().tolist()) == {0, 1}

@@ -1,4 +1,5 @@
-"""Box seeds: GrabCut M_B, the fusion rules M_F (Eq. 3.4) and M_g (Eq. 3.5) branch by branch."""
+"""Box seeds: GrabCut M_B, the fusion rules M_F (Eq. 3.4) and M_g (Eq. 3.5), branch by branch
+and against pixel-by-pixel references written from the equations."""
 
 import numpy as np
 import pytest
@@ -115,15 +116,136 @@ def test_fuse_box_seeds_nested_boxes_use_the_smallest():
     assert fuse_box_seeds(box_seeds, cam_seeds, boxes).tolist() == [[[1, U, 2, U, U, U]]]
 
 
+def literal_owner(boxes, height, width):
+    """The smallest box holding each pixel (-1 outside), by brute force over the boxes."""
+    owner = [[-1] * width for _ in range(height)]
+    for y in range(height):
+        for x in range(width):
+            best = None
+            for k, box in enumerate(boxes):
+                x0, y0, x1, y1 = box["box"]
+                area = (x1 - x0 + 1) * (y1 - y0 + 1)
+                if x0 <= x <= x1 and y0 <= y <= y1 and (best is None or area < best[0]):
+                    best = (area, k)
+            if best is not None:
+                owner[y][x] = best[1]
+    return owner
+
+
+def literal_fusion(m_b, m_i, boxes):
+    """Eq. 3.4 (DESIGN §6 "Box seeds"), pixel by pixel: outside every box M_B; inside, M_I
+    where it agrees with M_B; M_B where the box class is absent from M_I inside the box;
+    otherwise unknown."""
+    height, width = len(m_b), len(m_b[0])
+    owner = literal_owner(boxes, height, width)
+    out = [[U] * width for _ in range(height)]
+    for y in range(height):
+        for x in range(width):
+            k = owner[y][x]
+            if k < 0:
+                out[y][x] = m_b[y][x]
+                continue
+            x0, y0, x1, y1 = boxes[k]["box"]
+            present = any(m_i[yy][xx] == boxes[k]["cls"]
+                          for yy in range(y0, y1 + 1) for xx in range(x0, x1 + 1))
+            if m_i[y][x] == m_b[y][x]:
+                out[y][x] = m_i[y][x]
+            elif not present:
+                out[y][x] = m_b[y][x]
+    return out
+
+
+def literal_confident(m_i, scores, fraction=0.4, background=0.8, min_score=0.01):
+    """M'_I: per foreground class, the pixels strictly above the score of rank
+    int(n * (1 - fraction)) in the ascending list of its n scores above min_score (the A²GNN
+    code's infer_SEAM.py cut); background above ``background``."""
+    height, width = len(m_i), len(m_i[0])
+    out = [[U] * width for _ in range(height)]
+    for cls in {v for row in m_i for v in row} - {U}:
+        pixels = [(y, x) for y in range(height) for x in range(width) if m_i[y][x] == cls]
+        if cls == 0:
+            for y, x in pixels:
+                if scores[y][x] > background:
+                    out[y][x] = 0
+            continue
+        ranked = sorted(scores[y][x] for y, x in pixels if scores[y][x] > min_score)
+        rank = int(len(ranked) * (1 - fraction))
+        if rank < 1:
+            continue
+        for y, x in pixels:
+            if scores[y][x] > ranked[rank]:
+                out[y][x] = cls
+    return out
+
+
+def random_case(generator, height=5, width=9):
+    boxes = []
+    for _ in range(int(generator.integers(1, 4))):
+        x0, x1 = sorted(generator.integers(0, width, 2).tolist())
+        y0, y1 = sorted(generator.integers(0, height, 2).tolist())
+        boxes.append({"cls": int(generator.integers(1, 4)), "box": [x0, y0, x1, y1]})
+    owner = literal_owner(boxes, height, width)
+    m_b = [[0 if owner[y][x] < 0 else
+            int(generator.choice([boxes[owner[y][x]]["cls"], U])) for x in range(width)]
+           for y in range(height)]
+    m_i = generator.integers(0, 4, (height, width)).tolist()
+    scores = generator.random((height, width)).round(3).tolist()
+    return boxes, m_b, m_i, scores
+
+
+def test_fuse_box_seeds_matches_eq_3_4_pixel_by_pixel():
+    generator = np.random.default_rng(0)
+    for _ in range(40):
+        boxes, m_b, m_i, _ = random_case(generator)
+        fused = fuse_box_seeds(torch.tensor([m_b]), torch.tensor([m_i]), boxes)
+        assert fused[0].tolist() == literal_fusion(m_b, m_i, boxes)
+
+
+def test_confident_box_seeds_literal_and_subset_of_fused():
+    generator = np.random.default_rng(1)
+    fewer = outside = 0
+    for _ in range(60):
+        boxes, m_b, m_i, scores = random_case(generator)
+        m_f = literal_fusion(m_b, m_i, boxes)
+        confident_fused = literal_fusion(m_b, literal_confident(m_i, scores), boxes)
+        expected = [[m_f[y][x] if confident_fused[y][x] == m_f[y][x] else U
+                     for x in range(len(m_f[0]))] for y in range(len(m_f))]
+        m_g = confident_box_seeds(torch.tensor([m_f]), torch.tensor([m_b]), torch.tensor([m_i]),
+                                  torch.tensor([scores], dtype=torch.float64), [boxes])
+        assert m_g[0].tolist() == expected
+        # M_g ⊆ M_F: every pixel M_g labels, M_F labels with the same class
+        for y in range(len(m_f)):
+            for x in range(len(m_f[0])):
+                assert m_g[0, y, x] == U or m_g[0, y, x] == m_f[y][x]
+        labelled_g = int((m_g != U).sum())
+        labelled_f = sum(v != U for row in m_f for v in row)
+        assert labelled_g <= labelled_f
+        fewer += labelled_g < labelled_f
+        outside += any(c not in (U, f)
+                       for row_c, row_f in zip(confident_fused, m_f, strict=True)
+                       for c, f in zip(row_c, row_f, strict=True))
+    # "M_g has fewer annotated nodes" than M_F (30 of these 60 cases); Eq. 3.4 redone with
+    # M'_I alone labels pixels outside M_F in some (the fallback branch), which M_g drops
+    assert fewer >= 25 and outside >= 1
+
+
 def test_confident_box_seeds_each_branch():
-    fused = torch.tensor([[[0, 1, U, U, U, U, U, U, U, U, U, U]]])
-    box_seeds = torch.tensor([[[0, 1, U, 1, 1, 1, 1, 1, 1, 1, 1, 1]]])
-    cam_seeds = torch.tensor([[[0, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, U]]])
-    scores = torch.tensor([[[0.9, 0.9, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.95, 0.99]]])
-    seeds = confident_box_seeds(fused, box_seeds, cam_seeds, scores)
-    # branch 1 keeps M_F = M_B; branch 2 adds the 3 most confident of the 9 class-1 M_I pixels
-    # (cut at rank int(9 * 0.6) = 5, score 0.6); the rest stays unknown
-    assert seeds.tolist() == [[[0, 1, U, U, U, U, U, U, 1, 1, 1, U]]]
+    boxes = [{"cls": 1, "box": [0, 0, 5, 0]}, {"cls": 2, "box": [6, 0, 8, 0]}]
+    box_seeds = torch.tensor([[[1, 1, 1, 1, U, 1, 2, 2, 2, 0, 0]]])
+    cam_seeds = torch.tensor([[[1, 1, 1, 1, 1, 0, 0, 2, 0, 0, 0]]])
+    scores = torch.tensor([[[0.2, 0.3, 0.6, 0.9, 0.8, 0.9, 0.5, 0.1, 0.5, 0.95, 0.5]]])
+    fused = fuse_box_seeds(box_seeds, cam_seeds, boxes)
+    # box 1: M_I agrees on x = 0..3; box 2: class 2 appears in M_I (x = 7), agrees there only
+    assert fused.tolist() == [[[1, 1, 1, 1, U, U, U, 2, U, 0, 0]]]
+    seeds = confident_box_seeds(fused, box_seeds, cam_seeds, scores, boxes)
+    # M'_I: class 1 has 5 pixels, cut at rank int(5 * 0.6) = 3 (score 0.8): only x = 3 (0.9);
+    # class 2's single pixel gives rank 0 (none); background only where above 0.8 (x = 5, 9).
+    # Box 1 keeps the agreeing x = 3. Box 2: class 2 is absent from M'_I, so Eq. 3.4's
+    # fallback would give M_B at x = 6, 8 where M_F is unknown: M_g drops them (M_g ⊆ M_F)
+    # and keeps x = 7, where M_F has 2. Outside the boxes M_B stays, confident or not.
+    assert seeds.tolist() == [[[U, U, U, 1, U, U, U, 2, U, 0, 0]]]
+    with pytest.raises(TypeError, match="needs the boxes M_B came from"):
+        confident_box_seeds(fused, box_seeds, cam_seeds, scores)
 
 
 def test_bad_boxes_raise_clear_errors():

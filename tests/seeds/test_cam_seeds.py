@@ -66,17 +66,41 @@ def test_add_background_formula():
         add_background(cams * 3)
 
 
-def test_reliable_seeds_quantile_alpha_and_crf():
+def test_reliable_seeds_share_alpha_quantile_and_crf():
     scores = [0.55, 0.6, 0.7, 0.8, 0.9]
     probs = row_probs([1 - s for s in scores], scores)
-    seeds = reliable_seeds(probs)
-    # 40% quantile of the class-1 confidences is 0.66: 0.7, 0.8, 0.9 stay
-    assert seeds[0, 0].tolist() == [255, 255, 1, 1, 1]
+    # thesis §2.3.1: 40% of the 5 class-1 pixels, i.e. the 2 most confident (0.8, 0.9)
+    assert reliable_seeds(probs)[0, 0].tolist() == [255, 255, 255, 1, 1]
+    assert reliable_seeds(probs, fraction=0.6)[0, 0].tolist() == [255, 255, 1, 1, 1]
     assert reliable_seeds(probs, alpha=0.75)[0, 0].tolist() == [255, 255, 255, 1, 1]
+    # the older per-class quantile cut: above the 40% quantile (0.66) of the confidences
+    assert reliable_seeds(probs, quantile=0.4)[0, 0].tolist() == [255, 255, 1, 1, 1]
     crf = torch.tensor([[[1, 1, 1, 0, 1]]])
-    assert reliable_seeds(probs, crf_labels=crf)[0, 0].tolist() == [255, 255, 1, 255, 1]
+    assert reliable_seeds(probs, crf_labels=crf)[0, 0].tolist() == [255, 255, 255, 255, 1]
     with pytest.raises(ValueError, match="crf_labels and probs"):
         reliable_seeds(probs, crf_labels=torch.zeros(1, 1, 4, dtype=torch.int64))
+    with pytest.raises(ValueError, match="either alpha"):
+        reliable_seeds(probs, alpha=0.5, quantile=0.4)
+    with pytest.raises(ValueError, match=r"fraction must lie in \(0, 1\]"):
+        reliable_seeds(probs, fraction=1.5)
+
+
+def test_reliable_seeds_keep_40_percent_of_each_class_counted():
+    """Thesis §2.3.1: "α is chosen with 40% pixels selected as labeled pixels for each class"."""
+    generator = torch.Generator().manual_seed(0)
+    probs = torch.rand(2, 3, 7, 9, generator=generator, dtype=torch.float64)
+    seeds = reliable_seeds(probs)
+    for b in range(2):
+        confidence, labels = probs[b].max(dim=0)
+        for cls in range(3):
+            pixels = [(y, x) for y in range(7) for x in range(9) if labels[y, x] == cls]
+            ranked = sorted(pixels, key=lambda p: -float(confidence[p]))
+            count = int(0.4 * len(pixels) + 0.5)
+            top = set(ranked[:count])
+            kept = {p for p in pixels if seeds[b][p] == cls}
+            assert kept == top, (b, cls)
+            assert len(kept) == round(0.4 * len(pixels))
+        assert ((seeds[b] == 255) | (seeds[b] == labels)).all()
 
 
 def test_topk_seeds_dynamic_threshold_and_background():

@@ -123,3 +123,18 @@ def test_rasterize_scribbles_batches_and_checks():
         rasterize_scribbles([{"cls": 1, "points": [[0, 0], [1, 1, 1]]}], 3, 3)
     with pytest.raises(ValueError, match="num_classes"):
         rasterize_scribbles([{"cls": 4, "points": [[0, 0]]}], 3, 3, num_classes=3)
+
+
+def test_merge_seeds_annotation_wins_then_cam_seeds():
+    from graphseg.seeds import merge_seeds
+
+    annotation = torch.tensor([[[1, 1, 0, 255, 255, 255]]])
+    cam = torch.tensor([[[1, 0, 255, 2, 255, 0]]])
+    merged = merge_seeds(annotation, cam)
+    for x in range(6):
+        a, c = int(annotation[0, 0, x]), int(cam[0, 0, x])
+        assert int(merged[0, 0, x]) == (a if a != 255 else c)
+    # x = 1: annotation 1 against CAM 0, the annotation wins
+    assert merged.tolist() == [[[1, 1, 0, 2, 255, 0]]]
+    with pytest.raises(ValueError, match="cam_seeds and annotation must have the same"):
+        merge_seeds(annotation, cam[..., :5])

@@ -16,6 +16,10 @@ from graphseg.pipelines.registry import register_recipe
                  summary="GrabCut's foreground in each box (the seeds M_B), the rest background")
 def grabcut(image: Tensor, inputs: WeakInput, config: None, *, model=None,
             details: dict | None = None) -> Tensor:
-    # an unknown pixel goes to the first class: background whenever the image has some
-    index = torch.where(inputs.local == UNKNOWN, 0, inputs.local)
+    # GrabCut's M_B even when CAMs made the seeds M_g; a class M_B holds but M_g lost, and an
+    # unknown pixel, go to the first channel: background whenever the image has some
+    seeds = inputs.seeds if inputs.box_seeds is None else inputs.box_seeds
+    channel = torch.zeros(UNKNOWN + 1, dtype=torch.int64)
+    channel[inputs.classes] = torch.arange(len(inputs.classes))
+    index = channel[seeds.clamp(0, UNKNOWN)]
     return F.one_hot(index, len(inputs.classes)).permute(0, 3, 1, 2).float()
