@@ -14,8 +14,15 @@ from graphseg.nn.a2gnn import A2GNN, BASELINES, BaselineGNN, GNNOutput, baseline
 from graphseg.nn.affinity import AffinityCNN, AffinityOutput, node_features
 from graphseg.nn.attention import VARIANTS, AffinityAttentionConv, affinity_attention
 from graphseg.nn.backbone import BackboneAdapter, ResNetBackbone
-from graphseg.nn.train import fit_a2gnn, load_checkpoint, save_checkpoint, train_affinity
-from graphseg.nn.unary import UnaryNet
+from graphseg.nn.train import (
+    a2gnn_kernel_graph,
+    a2gnn_settings,
+    fit_a2gnn,
+    load_checkpoint,
+    save_checkpoint,
+    train_affinity,
+)
+from graphseg.nn.unary import RegionClassifier, UnaryNet, region_loss
 
 __all__ = [
     "A2GNN",
@@ -27,8 +34,11 @@ __all__ = [
     "BackboneAdapter",
     "BaselineGNN",
     "GNNOutput",
+    "RegionClassifier",
     "ResNetBackbone",
     "UnaryNet",
+    "a2gnn_kernel_graph",
+    "a2gnn_settings",
     "affinity_attention",
     "affinity_contrast_loss",
     "affinity_loss",
@@ -41,6 +51,7 @@ __all__ = [
     "mp_pixels",
     "node_features",
     "potts_loss",
+    "region_loss",
     "save_checkpoint",
     "seed_cross_entropy",
     "train_affinity",

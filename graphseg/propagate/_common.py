@@ -33,7 +33,7 @@ def propagation_graph(graph, name: str = "graph") -> WindowGraph | EdgeGraph:
         graph = graph.to(torch.float32) if window else graph._with(graph.edge_weight.float())
     weights = [graph.weight, graph.self_weight] if window else [graph.edge_weight]
     weights = [w for w in weights if w is not None and w.numel()]
-    smallest = min((float(w.min()) for w in weights), default=0.0)
+    smallest = min((float(w.detach().min()) for w in weights), default=0.0)
     if smallest < 0:
         raise ValueError(
             f"{name} has negative weights (smallest {smallest:.3g}); propagation needs "

@@ -13,13 +13,15 @@ __all__ = ["mine_confident_regions"]
 UNKNOWN = 255
 
 
-def mine_confident_regions(prediction, regions, *, ratio: float = 0.8) -> Tensor:
-    """Confident regions Y for the pairwise network: a superpixel becomes a sample of class c
-    when at least ``ratio`` of its pixels are predicted c.
+def mine_confident_regions(prediction, regions, *, ratio: float = 0.8,
+                           classified: Tensor | None = None) -> Tensor:
+    """Confident regions Y for the pairwise network (IAL's confident-region mining): a
+    superpixel becomes a sample of class c when at least ``ratio`` of its pixels are predicted
+    c, and, given the region classifier's classes ``classified``, when the classifier also
+    predicts c for it (IAL drops the regions whose predicted class disagrees; the classifier
+    is :class:`graphseg.nn.unary.RegionClassifier`, mask pooling over the unary features).
 
-    The share counts every pixel of the region, unknown (255) predictions included. IAL then
-    drops regions that its region classifier (mask pooling over the unary features) assigns to
-    another class; that step needs the learned model and is not part of this function.
+    The share counts every pixel of the region, unknown (255) predictions included.
 
     Args:
         prediction: ``(B, H, W)`` int64 labels (255 = no prediction) or ``(B, C, H, W)`` class
@@ -27,6 +29,9 @@ def mine_confident_regions(prediction, regions, *, ratio: float = 0.8) -> Tensor
         regions: ``(B, H, W)`` region labels or a :class:`graphseg.graph.SuperpixelGraph`.
         ratio: least share of a region's pixels, in (0.5, 1] so that at most one class
             qualifies (IAL: 0.8).
+        classified: optional ``(B, H, W)`` int64, the region classifier's class of each
+            pixel's region; a region is kept only when every one of its pixels carries its
+            mined class here.
 
     Returns:
         ``(B, H, W)`` int64: each confident region filled with its class, 255 elsewhere.
@@ -54,4 +59,11 @@ def mine_confident_regions(prediction, regions, *, ratio: float = 0.8) -> Tensor
     confident = counts >= ratio * size[pair_node]
     region_label = torch.full((num_nodes,), UNKNOWN, dtype=torch.int64, device=labels.device)
     region_label[pair_node[confident]] = pair_cls[confident]
+    if classified is not None:
+        classified = _checks.as_label_batch(classified, "classified").to(labels.device)
+        _checks.same_size("classified", classified, "regions", regions)
+        disagree = (classified.reshape(-1) != region_label[node]).to(torch.int64)
+        dropped = torch.zeros(num_nodes, dtype=torch.int64, device=labels.device)
+        dropped.index_add_(0, node, disagree)
+        region_label[dropped > 0] = UNKNOWN
     return region_label[node].view_as(prediction)

@@ -72,18 +72,19 @@ def test_ial_refine_laplacian(graph):
         matrix = dense_ial(g.to_dense())
         assert (matrix >= 0).all()
         torch.testing.assert_close(matrix.sum(1), torch.ones(56, dtype=torch.float64))
-        out = ial_refine(g, probs)
+        out = ial_refine(g, probs, variant="scaled")
         torch.testing.assert_close(out[0].reshape(4, -1).t(), matrix @ probs[0].reshape(4, -1).t())
         torch.testing.assert_close(out.sum(1), torch.ones(1, 7, 8, dtype=torch.float64))
-    flat = ial_refine(graph.to_pyg(), probs[0].reshape(4, -1).t())
-    torch.testing.assert_close(flat.t().reshape(1, 4, 7, 8), ial_refine(graph, probs))
+    flat = ial_refine(graph.to_pyg(), probs[0].reshape(4, -1).t(), variant="scaled")
+    torch.testing.assert_close(flat.t().reshape(1, 4, 7, 8),
+                               ial_refine(graph, probs, variant="scaled"))
 
 
 def test_ial_refine_row(graph):
     probs = torch.softmax(torch.randn(1, 3, 7, 8, dtype=torch.float64), 1)
     dense = graph.to_dense()
     expected = (dense / dense.sum(1, keepdim=True)) @ probs[0].reshape(3, -1).t()
-    out = ial_refine(graph, probs, normalization="row")
+    out = ial_refine(graph, probs, variant="row")
     torch.testing.assert_close(out[0].reshape(3, -1).t(), expected)
-    with pytest.raises(ValueError, match="normalization must be one of"):
-        ial_refine(graph, probs, normalization="sym")
+    with pytest.raises(ValueError, match="variant must be one of"):
+        ial_refine(graph, probs, variant="sym")

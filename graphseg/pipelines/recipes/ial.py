@@ -5,12 +5,16 @@ Following the IAL review (DESIGN §6):
 - a **unary network** F gives class probabilities :math:`\alpha_u`; it first learns from the
   seeds (partial cross-entropy);
 - a **pairwise network** (here an :class:`~graphseg.nn.AffinityCNN`; the paper uses a spatial
-  propagation network) gives a windowed graph W and the transformation G = I − L / d_max
-  (:func:`~graphseg.propagate.ial_refine`);
+  propagation network) gives a windowed graph W and the transformation G
+  (:func:`~graphseg.propagate.ial_refine`): by default the paper's :math:`G = I - D + W`, each
+  row of W whose sum exceeds 1 divided by it (the spatial propagation network's normalisation,
+  which keeps G non-negative), applied once (``IALConfig.variant``);
 - **E-step**: :math:`\alpha_p = G \alpha_u`;
 - **M-step**: the pairwise network is trained on confident regions Y mined from
-  :math:`\alpha_u` (superpixels ≥ 80% one class, minus the regions whose pooled unary prediction
-  — the region classifier by mask pooling — names another class) with
+  :math:`\alpha_u` (superpixels ≥ 80% one class, minus the regions whose class the region
+  classifier :math:`f^m` — mask pooling over the unary features and a linear layer, trained on
+  the mined regions with :math:`L_m`, :class:`~graphseg.nn.unary.RegionClassifier` — predicts
+  otherwise) with
   :math:`-Y^\top \log \alpha_p + \lambda \|G - G_s\|^2` over the window entries, G_s the
   superpixel co-membership affinity normalised like G; then F is retrained from its
   initialisation on :math:`\alpha_p` (soft targets, the seeds overriding) with the energy
@@ -25,9 +29,11 @@ term makes the M-step minimise the same energy the rounds are judged by; without
 α_p alone stalled after two rounds and its energy rose again in the last round on grabcut.
 
 Each image runs its own loop (networks trained from scratch on that image, like the A²GNN
-pipeline). Convergence is not guaranteed while the graph is learned, so every round reports the
-energy :math:`\alpha_u^\top L \alpha_u` per pixel on a fixed reference graph (the RGB kernel
-graph) and, given ground truth, the pseudo-label accuracy.
+pipeline). From image tags (IAL's own setting) the seeds are the CAMs' confident pixels M'_I and
+the unary network starts from them; the probabilities cover the seeded classes. Convergence is
+not guaranteed while the graph is learned, so every round reports the energy
+:math:`\alpha_u^\top L \alpha_u` per pixel on a fixed reference graph (the RGB kernel graph)
+and, given ground truth, the pseudo-label accuracy.
 """
 
 from __future__ import annotations
@@ -50,12 +56,13 @@ from graphseg.losses import quadratic_pairwise_loss, seed_cross_entropy
 from graphseg.nn.affinity import AffinityCNN
 from graphseg.nn.backbone import ResNetBackbone
 from graphseg.nn.train import resample_seeds
-from graphseg.nn.unary import UnaryNet
+from graphseg.nn.unary import RegionClassifier, UnaryNet
 from graphseg.ops.reference import gather_neighbours
-from graphseg.pipelines._common import UNKNOWN, image_and_seeds, upsample, working
+from graphseg.pipelines._common import UNKNOWN, image_and_seeds, renumber, upsample, working
 from graphseg.pipelines.kinds import WeakInput
 from graphseg.pipelines.registry import register_recipe
 from graphseg.propagate import ial_refine
+from graphseg.propagate.ial import _transform_scale
 from graphseg.seeds import mine_confident_regions
 from graphseg.seeds.expand import global_regions
 
@@ -79,15 +86,23 @@ class IALConfig:
     lr: float = 3e-3
     radius: int = 3
     """Window radius of the learned graph."""
-    refine_steps: int = 10
-    """Applications of G in the E-step, α_p = G^t α_u: one step of G = I − L / d_max moves
-    little mass, so the E-step diffuses over t steps."""
+    variant: str = "paper"
+    """The E-step's transformation (:func:`~graphseg.propagate.ial_refine`): ``"paper"``,
+    IAL's :math:`G = I - D + W` (rows of W summing to more than 1 divided by their sum, as the
+    spatial propagation network normalises its weights) applied once; ``"scaled"``,
+    :math:`G = I - L / d_{max}` applied ten times, the operator of graphseg's earlier releases
+    (symmetric, but one step moves little mass, hence the ten steps)."""
+    refine_steps: int | None = None
+    """Applications of G in the E-step, α_p = G^t α_u (None: 1 for ``"paper"``, 10 for
+    ``"scaled"``)."""
     ratio: float = 0.8
     """Share of a superpixel's pixels that makes it a confident region."""
     n_segments: int = 200
     """SLIC superpixels at the working resolution."""
     smoothness: float = 1.0
     """λ of the region smoothness loss ‖G − G_s‖²."""
+    region_steps: int = 50
+    """Adam steps of the region classifier f^m on each round's mined regions (L_m)."""
     energy_weight: float = 5.0
     """μ of the unary M-step's energy term on the reference graph (0 = fit α_p alone)."""
     seed: int = 0
@@ -142,13 +157,36 @@ def _comembership(regions: Tensor, offsets: Tensor) -> Tensor:
     return same.float() / size[node][:, None]
 
 
+def _refine_steps(config: IALConfig) -> int:
+    if config.refine_steps is not None:
+        return config.refine_steps
+    return 1 if config.variant == "paper" else 10
+
+
 def _refine(pairwise: AffinityCNN, image: Tensor, unary: Tensor, config: IALConfig
             ) -> tuple[Tensor, WindowGraph]:
     graph = pairwise.to_graph(image, radius=config.radius, threshold=None)
-    refined = unary
-    for _ in range(config.refine_steps):
-        refined = ial_refine(graph, refined)
+    refined = ial_refine(graph, unary, variant=config.variant, num_steps=_refine_steps(config))
     return refined, graph
+
+
+def _mine(unary: UnaryNet, image: Tensor, alpha_u: Tensor, regions: Tensor,
+          config: IALConfig) -> Tensor:
+    """Confident regions: superpixels ≥ ``ratio`` one class of argmax α_u, minus those whose
+    class the region classifier f^m, trained on them with L_m, predicts otherwise."""
+    candidates = mine_confident_regions(alpha_u, regions, ratio=config.ratio)
+    node, count = global_regions(regions)
+    labels = torch.full((count,), UNKNOWN, dtype=torch.int64).scatter_(
+        0, node.reshape(-1), candidates.reshape(-1))
+    if not bool((labels != UNKNOWN).any()):
+        return candidates
+    with torch.no_grad():
+        features = unary.embed(image)
+    classifier = RegionClassifier(features.shape[1], alpha_u.shape[1]).fit(
+        features, regions, labels, steps=config.region_steps, lr=config.lr)
+    with torch.no_grad():
+        classified = classifier(features, regions).argmax(1)[node]
+    return mine_confident_regions(alpha_u, regions, ratio=config.ratio, classified=classified)
 
 
 def _fresh_unary(classes: int, config: IALConfig) -> UnaryNet:
@@ -189,10 +227,9 @@ def _fit_pairwise(model: AffinityCNN, image: Tensor, unary: Tensor, confident: T
         log_refined = refined.clamp_min(1e-8).log()
         picked = log_refined.gather(1, confident.clamp(max=refined.shape[1] - 1)[:, None])[:, 0]
         fit = -picked[known].mean()
-        # G's window entries, normalised like ial_refine's transformation
-        weights = graph.without_self_loops().weight
-        scale = weights.sum(1, keepdim=True).amax((1, 2, 3), keepdim=True).clamp_min(1e-30)
-        smooth = (weights / scale - target).square().sum(1).mean()
+        # G's window entries, normalised as ial_refine's transformation normalises them
+        graph, scale = _transform_scale(graph, config.variant)
+        smooth = (graph.weight / scale[:, None] - target).square().sum(1).mean()
         loss = fit + config.smoothness * smooth
         optimizer.zero_grad()
         loss.backward()
@@ -234,6 +271,9 @@ def ial_em(image, seeds: Tensor, *, num_classes: int | None = None,
     """
     config = IALConfig() if config is None else config
     _checks.check_positive("rounds", config.rounds, integer=True)
+    _checks.check_choice("variant", config.variant, ("paper", "scaled"))
+    if config.refine_steps is not None:
+        _checks.check_positive("refine_steps", config.refine_steps, integer=True)
     _checks.check_positive("energy_weight", config.energy_weight, allow_zero=True)
     image, seeds, classes = image_and_seeds(image, seeds, num_classes)
     height, width = image.shape[2:]
@@ -280,13 +320,7 @@ def ial_em(image, seeds: Tensor, *, num_classes: int | None = None,
                 alpha_u = logits.softmax(1)
                 refined, _ = _refine(pairwise, small, alpha_u, config)
             round_labels.append(upsample(refined, (height, width)).argmax(1)[0])
-            confident = mine_confident_regions(alpha_u, regions, ratio=config.ratio)
-            # the region classifier: mask pooling of the unary logits over each region
-            node, count = global_regions(regions)
-            pooled = torch.zeros(count, classes).index_add_(
-                0, node.reshape(-1), logits.permute(0, 2, 3, 1).reshape(-1, classes))
-            region_class = pooled.argmax(1)[node]
-            confident = torch.where(confident == region_class, confident, UNKNOWN)
+            confident = _mine(unary, small, alpha_u, regions, config)
             confident = torch.where(grid_seeds != UNKNOWN, grid_seeds, confident)
             reports.append(RoundReport(
                 round_index, reference_energy(alpha_u, reference),
@@ -310,12 +344,22 @@ def ial_em(image, seeds: Tensor, *, num_classes: int | None = None,
 
 
 
-@register_recipe("ial", kinds=("boxes", "points", "scribbles"), config=IALConfig,
+@register_recipe("ial", kinds=("boxes", "points", "scribbles", "tags"), config=IALConfig,
                  summary="IAL's EM loop: a unary and a pairwise network trained on the image, "
-                         "alternating α_p = G α_u and refits")
+                         "alternating α_p = G α_u and refits; from tags the unary network "
+                         "starts from the CAMs' confident seeds")
 def ial(image: Tensor, inputs: WeakInput, config: IALConfig, *, model=None,
         details: dict | None = None) -> Tensor:
-    result = ial_em(image, inputs.local, num_classes=len(inputs.classes), config=config)
+    # the loop runs over the channels that hold seeds: every channel for boxes, points and
+    # scribbles; for tags the classes of the CAMs' confident seeds M'_I, from which the unary
+    # network starts (untagged classes have no seed and stay at 0)
+    present, local = renumber(inputs.local)
+    probs = torch.zeros(1, len(inputs.classes), *image.shape[2:])
+    if len(present) == 1:
+        probs[:, present] = 1.0
+        return probs
+    result = ial_em(image, local, num_classes=len(present), config=config)
+    probs[:, present] = result.probs[None]
     if details is not None:
         details["ial_reports"] = result.reports
-    return result.probs[None]
+    return probs
