@@ -48,19 +48,21 @@ if (ROOT.parent / "shared" / "data").is_dir():  # the notebooks' data, when it i
 def _generate(app) -> None:
     """The generated pages: methods, presets, command line, and the notebooks."""
     from graphseg.cli import _parser
-    from graphseg.pipelines import PRESETS
+    from graphseg.pipelines import PRESET_SOURCES, PRESETS, source_preset
     from graphseg.pipelines.registry import methods_table
 
     out = DOCS / "_generated"
     out.mkdir(exist_ok=True)
     (out / "methods.md").write_text(methods_table())
-    rows = ["| weak kind | seeds | default method | finishing | recipe configs that differ "
-            "from the recipes' defaults |", "|---|---|---|---|---|"]
-    for weak, preset in PRESETS.items():
-        configs = "<br>".join(f"`{c!r}`" for c in preset.configs) or "–"
-        rows.append(f"| {weak} | `{preset.seeds!r}` | `{preset.method}` | "
-                    f"`{preset.finish!r}` | {configs} |")
-    (out / "presets.md").write_text("\n".join(rows) + "\n")
+    for source in PRESET_SOURCES:
+        rows = ["| weak kind | seeds | default method | finishing | recipe configs that "
+                "differ from the recipes' defaults |", "|---|---|---|---|---|"]
+        for weak in PRESETS:
+            preset = source_preset(weak, source)
+            configs = "<br>".join(f"`{c!r}`" for c in preset.configs) or "–"
+            rows.append(f"| {weak} | `{preset.seeds!r}` | `{preset.method}` | "
+                        f"`{preset.finish!r}` | {configs} |")
+        (out / f"presets_{source}.md").write_text("\n".join(rows) + "\n")
     parser = _parser()
     commands = next(a for a in parser._actions if a.dest == "command").choices
     text = [f"```text\n{parser.format_help()}```\n"]

@@ -85,7 +85,8 @@ def output_file(path: str | os.PathLike, name: str) -> Path:
 
 def readable(path: str | os.PathLike) -> bool:
     """Whether an output file exists and reads back whole: a PNG decodes, a ``.npy`` holds an
-    array of its declared size, a ``.pt`` loads (weights only). Resume trusts no other."""
+    array of its declared size, a ``.pt`` loads (weights only), a ``.json`` parses. Resume
+    trusts no other."""
     path = Path(path)
     if not path.is_file():
         return False
@@ -103,6 +104,11 @@ def readable(path: str | os.PathLike) -> bool:
             import torch
 
             torch.load(path, weights_only=True)
+        elif path.suffix == ".json":
+            import json
+
+            with open(path, encoding="utf-8") as handle:
+                json.load(handle)
         else:
             return path.stat().st_size > 0
     except Exception:  # any decoding failure means: not done, write it again

@@ -43,6 +43,11 @@ def _parser() -> argparse.ArgumentParser:
     segment.add_argument("--checkpoint", help="affinity CNN from train-affinity: --method a2gnn "
                          "then runs on the learned pixel graph instead of superpixels (and "
                          "the random walk of --weak tags on it)")
+    segment.add_argument("--instances", action="store_true",
+                         help="with --weak box, also write OUT/instances/NAME.png (uint8 "
+                         "instance ids, 0 = none, one instance per box) and NAME.json "
+                         "(instance -> class and box)")
+    _add_preset_argument(segment)
 
     train_affinity = commands.add_parser(
         "train-affinity",
@@ -69,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
                                 "the one segment --checkpoint uses)")
     train_affinity.add_argument("--resume", action="store_true",
                                 help="continue from the checkpoint at --out")
+    _add_preset_argument(train_affinity)
     _add_output_arguments(train_affinity)
 
     evaluate = commands.add_parser(
@@ -156,6 +162,9 @@ def _add_propagate_parsers(commands) -> None:
         source.add_argument("--cams", help="folder of class activation maps NAME.npy")
         parser.add_argument("--boundaries", help="folder of IRN boundary maps NAME.npy, float "
                             "(h, w) in [0, 1] (needed by --preset irn)")
+        parser.add_argument("--attention", help="folder of token attention NAME.npy, float "
+                            "(h, w, h, w) or (heads, h, w, h, w), or token features (D, h, w) "
+                            "(needed by --method unia)")
         parser.add_argument("--method", required=True, choices=PROPAGATE_METHODS)
         parser.add_argument("--preset", choices=("psa", "irn", "a2gnn"),
                             help="with --cams: the random walk, the CRF parameters (psa, a2gnn) "
@@ -214,7 +223,20 @@ def _add_folder_arguments(parser) -> None:
     parser.add_argument("--weak", required=True, choices=sorted(_WEAK),
                         help="weak-label kind to read")
     parser.add_argument("--cams", help="folder of class activation maps NAME.npy, float "
-                        "(C, h, w) with channel c-1 for class c (needed by --weak tags)")
+                        "(C, h, w) with channel c-1 for class c: needed by --weak tags; with "
+                        "--weak box the seeds become the confident box seeds M_g; with "
+                        "--weak points or scribbles (train-affinity only) the affinity CNN "
+                        "trains on the CAM seeds (points) or the scribbles merged with them")
+
+
+def _add_preset_argument(parser) -> None:
+    from graphseg.pipelines import PRESET_SOURCES
+
+    parser.add_argument("--preset", choices=PRESET_SOURCES, default="graphseg",
+                        help="whose choices to run (default: graphseg, the shipped settings): "
+                        "paper = the thesis as printed, official = the authors' released code "
+                        "(method a2gnn, its layer, losses, schedule, learned-graph window and "
+                        "CRF; see the docs' preset tables)")
 
 
 def _add_graph_parser(commands) -> None:
@@ -325,6 +347,11 @@ def _graph(args) -> int:
 
 _WEAK = {"box": "boxes", "boxes": "boxes", "points": "points", "scribbles": "scribbles",
          "tags": "tags"}
+_CAM_COMMANDS = {"boxes": ("segment", "train-affinity"), "points": ("train-affinity",),
+                 "scribbles": ("train-affinity",), "tags": ("segment", "train-affinity")}
+"""The data-set commands that read --cams for each weak kind: boxes seed M_g from them
+(thesis Eq. 3.5), points and scribbles train the affinity CNN on their seeds (§3.6.1), tags
+need them."""
 
 
 def _folder(args, weak: str):
@@ -333,6 +360,10 @@ def _folder(args, weak: str):
 
     if weak == "tags" and args.cams is None:
         raise ValueError("--weak tags needs --cams DIR (class activation maps NAME.npy)")
+    if args.cams is not None and args.command not in _CAM_COMMANDS[weak]:
+        uses = " and ".join(_CAM_COMMANDS[weak]) or "no command"
+        raise ValueError(f"--cams does not apply to {args.command} --weak {args.weak}: "
+                         f"with --weak {args.weak} it is read by {uses} only; drop --cams")
     return SegmentationFolder(images=args.images, annotations=args.annotations, weak=weak,
                               with_mask=False, cams=args.cams)
 
@@ -347,7 +378,8 @@ def _segment(args) -> int:
         failures = segment_dataset(dataset, args.out, weak=weak, method=args.method,
                                    resume=args.resume, progress=not args.quiet,
                                    checkpoint=args.checkpoint, shard=(rank, world),
-                                   figures=args.figures)
+                                   figures=args.figures, preset=args.preset,
+                                   instances=args.instances)
         return _dataset_summary(args, "segmented", dataset, failures, rank, world)
 
 
@@ -377,7 +409,7 @@ def _train_affinity(args) -> int:
     with ranks() as (rank, world):
         run = train_affinity_dataset(dataset, weak=weak, out=args.out, epochs=args.epochs,
                                      lr=args.lr, size=args.size, progress=not args.quiet,
-                                     resume=args.resume)
+                                     resume=args.resume, preset=args.preset)
     if rank != 0:
         return 1 if run.failures else 0
     loss = f", last loss {run.history[-1]:.4f}" if run.history else ""
@@ -399,8 +431,11 @@ def _propagate(args) -> int:
         raise ValueError("--preset applies to --cams; seed maps take no preset")
     if args.preset == "irn" and args.boundaries is None:
         raise ValueError("--preset irn needs --boundaries DIR (IRN boundary maps NAME.npy)")
+    if (args.method == "unia") != (args.attention is not None):
+        raise ValueError("--method unia needs --attention DIR, and --attention applies to "
+                         "--method unia only")
     dataset = PropagationFolder(args.images, seeds=args.seeds, cams=args.cams,
-                                boundaries=args.boundaries)
+                                boundaries=args.boundaries, attention=args.attention)
     probabilities = args.format if args.command == "propagate" else args.probabilities
     with ranks() as (rank, world):
         failures = propagate_dataset(

@@ -107,13 +107,16 @@ def image_file(files: dict, name: str) -> Path:
     return path
 
 
-def _read_npy(path: str | os.PathLike, what: str, shape: str) -> Tensor:
-    """A float ``.npy`` array with ``len(shape)`` dimensions as float32 (no pickles loaded)."""
+def _read_npy(path: str | os.PathLike, what: str, shape: str,
+              ndims: tuple[int, ...] | None = None) -> Tensor:
+    """A float ``.npy`` array with ``ndims`` dimensions (default: those of ``shape``) as
+    float32 (no pickles loaded)."""
     try:
         array = np.load(path, allow_pickle=False)
     except ValueError as error:
         raise ValueError(f"{what} {path} is not a plain .npy array: {error}") from error
-    if array.ndim != shape.count(",") + 1 or not np.issubdtype(array.dtype, np.floating):
+    ndims = (shape.count(",") + 1,) if ndims is None else ndims
+    if array.ndim not in ndims or not np.issubdtype(array.dtype, np.floating):
         raise ValueError(f"{what} {path} must be a float {shape} array, got dtype {array.dtype} "
                          f"and shape {array.shape}")
     return torch.from_numpy(array.astype(np.float32))
@@ -205,8 +208,10 @@ class SegmentationFolder(_WeakLabelDataset):
         images, annotations, masks: the image folder, the annotation file and the mask folder,
             when they are not ``root``'s ``images/``, ``annotations.json`` and ``masks/``.
         cams: a folder of class activation maps ``NAME.npy`` (float ``(C, h, w)``, channel c-1
-            = foreground class c), read into each sample's ``"cams"`` (for ``weak="tags"``
-            pipelines); an image without its file fails when it is read.
+            = foreground class c), read into each sample's ``"cams"``: needed by
+            ``weak="tags"``, read beside ``"boxes"`` (confident box seeds M_g) and beside
+            ``"points"`` / ``"scribbles"`` (the affinity CNN's seeds, thesis §3.6.1); an image
+            without its file fails when it is read.
 
     Example:
         >>> points = SegmentationFolder("shared/data/voc14", weak="points")  # doctest: +SKIP
@@ -386,25 +391,30 @@ class PropagationFolder(Dataset):
         SEEDS/NAME.png            uint8 class ids, 255 = unknown          -> sample["seeds"]
         CAMS/NAME.npy             float (C, h, w), channel c-1 = class c  -> sample["cams"]
         BOUNDARIES/NAME.npy       float (h, w) in [0, 1] (IRN)            -> sample["boundary"]
+        ATTENTION/NAME.npy        float (h, w, h, w) / (heads, h, w, h, w) token attention,
+                                  or (D, h, w) token features (UniA)      -> sample["attention"]
 
     A sample holds ``name``, ``image`` ``(3, H, W)`` float32 in [0, 1] and the entries of the
     folders given; an image whose file is missing or invalid fails when it is read.
 
     Args:
         images: the image folder.
-        seeds, cams, boundaries: the folders of the per-image inputs (None: not read).
+        seeds, cams, boundaries, attention: the folders of the per-image inputs (None: not
+            read).
         names: restrict to these images, in this order (default: every image, sorted).
     """
 
     def __init__(self, images: str | os.PathLike, *, seeds: str | os.PathLike | None = None,
                  cams: str | os.PathLike | None = None,
                  boundaries: str | os.PathLike | None = None,
+                 attention: str | os.PathLike | None = None,
                  names: Sequence[str] | None = None) -> None:
         image_dir = Path(images)
         if not image_dir.is_dir():
             raise FileNotFoundError(f"images folder {image_dir} does not exist")
         self._folders = {}
-        for key, folder in (("seeds", seeds), ("cams", cams), ("boundary", boundaries)):
+        for key, folder in (("seeds", seeds), ("cams", cams), ("boundary", boundaries),
+                            ("attention", attention)):
             if folder is not None:
                 if not Path(folder).is_dir():
                     raise FileNotFoundError(f"{key} folder {folder} does not exist")
@@ -432,6 +442,11 @@ class PropagationFolder(Dataset):
         if "boundary" in self._folders:
             sample["boundary"] = _read_npy(self._folders["boundary"] / f"{name}.npy",
                                            "boundary", "(h, w)")
+        if "attention" in self._folders:
+            sample["attention"] = _read_npy(self._folders["attention"] / f"{name}.npy",
+                                            "attention",
+                                            "(h, w, h, w), (heads, h, w, h, w) or (D, h, w)",
+                                            ndims=(3, 4, 5))
         return sample
 
     def __repr__(self) -> str:

@@ -20,6 +20,7 @@ from graphseg.pipelines.affinity import (
 from graphseg.pipelines.dataset import propagate_dataset, segment_dataset
 from graphseg.pipelines.evaluate import evaluate_folder
 from graphseg.pipelines.finishing import FinishConfig
+from graphseg.pipelines.instances import box_instances
 from graphseg.pipelines.kinds import (
     LABEL_KEYS,
     BoxSeeds,
@@ -28,7 +29,13 @@ from graphseg.pipelines.kinds import (
     TagSeeds,
     WeakInput,
 )
-from graphseg.pipelines.presets import DEFAULT_METHOD, PRESETS, Preset
+from graphseg.pipelines.presets import (
+    DEFAULT_METHOD,
+    PRESET_SOURCES,
+    PRESETS,
+    Preset,
+    source_preset,
+)
 from graphseg.pipelines.propagation import PROBABILITY_FORMATS, PROPAGATE_METHODS, propagate_image
 from graphseg.pipelines.recipes import (
     A2GNNConfig,
@@ -47,15 +54,15 @@ from graphseg.pipelines.recipes.ial import reference_energy
 from graphseg.pipelines.registry import METHODS, Recipe, get_recipe, list_recipes, register_recipe
 from graphseg.pipelines.segmentation import segment, weak_seeds
 
-__all__ = ["A2GNNConfig", "AFFINITY_ARCHITECTURE", "AffinityTraining", "BoxSeeds",
-           "DEFAULT_METHOD", "Failure", "FinishConfig", "HarmonicConfig", "IALConfig",
-           "IALResult", "LABEL_KEYS", "LearnedGraph", "METHODS", "PRESETS",
-           "PROBABILITY_FORMATS", "PROPAGATE_METHODS", "PointSeeds", "Preset", "RGBGraph",
-           "RandomWalkConfig", "Recipe", "RegularizedConfig", "RoundReport", "ScribbleSeeds",
-           "TagSeeds", "WeakInput", "affinity_model", "evaluate_folder", "fit_regularized",
-           "get_recipe", "ial_em", "list_recipes", "load_affinity", "propagate_dataset",
-           "propagate_image", "reference_energy", "register_recipe", "segment",
-           "segment_dataset", "train_affinity_dataset", "weak_seeds"]
+__all__ = ["A2GNNConfig", "AFFINITY_ARCHITECTURE", "affinity_model", "AffinityTraining",
+           "box_instances", "BoxSeeds", "DEFAULT_METHOD", "evaluate_folder", "Failure",
+           "FinishConfig", "fit_regularized", "get_recipe", "HarmonicConfig", "ial_em",
+           "IALConfig", "IALResult", "LABEL_KEYS", "LearnedGraph", "list_recipes", "load_affinity",
+           "METHODS", "PointSeeds", "Preset", "PRESET_SOURCES", "PRESETS", "PROBABILITY_FORMATS",
+           "propagate_dataset", "propagate_image", "PROPAGATE_METHODS", "RandomWalkConfig",
+           "Recipe", "reference_energy", "register_recipe", "RegularizedConfig", "RGBGraph",
+           "RoundReport", "ScribbleSeeds", "segment", "segment_dataset", "source_preset",
+           "TagSeeds", "train_affinity_dataset", "weak_seeds", "WeakInput"]
 
 _DEPRECATED = {"Settings": "PRESETS[weak].replace(...) and the recipes' configs",
                "SETTINGS": "PRESETS"}

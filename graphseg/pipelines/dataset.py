@@ -19,6 +19,7 @@ from graphseg import _checks
 from graphseg._io import atomic_path, check_png_classes, output_folder, write_label_png
 from graphseg.figures import save_result_figure
 from graphseg.pipelines._runner import Failure, check_shard, for_each_sample, sample_labels
+from graphseg.pipelines.instances import box_instances, write_instances
 from graphseg.pipelines.kinds import LABEL_KEYS
 from graphseg.pipelines.presets import Preset, resolve_preset
 from graphseg.pipelines.propagation import (
@@ -38,7 +39,8 @@ def segment_dataset(dataset, out_dir: str | os.PathLike, *, weak: str,
                     preset: Preset | None = None, config=None,
                     on_result: Callable[[str, Tensor, float], None] | None = None,
                     checkpoint=None, shard: tuple[int, int] = (0, 1),
-                    figures: str | os.PathLike | None = None, settings=None) -> list[Failure]:
+                    figures: str | os.PathLike | None = None, instances: bool = False,
+                    settings=None) -> list[Failure]:
     """Segments every image of a data set and writes ``OUT/NAME.png`` (uint8 class ids).
 
     Each file is written atomically (a temporary file renamed into place), so an interrupted
@@ -63,11 +65,16 @@ def segment_dataset(dataset, out_dir: str | os.PathLike, *, weak: str,
             split of a non-shuffling ``DistributedSampler``, without its padding).
         figures: a folder that receives ``NAME.png``, the image, its seeds and the result side
             by side (:func:`graphseg.figures.save_result_figure`).
+        instances: boxes only: also write ``OUT/instances/NAME.png`` (uint8 instance ids, 0 =
+            none, k = the k-th box) and ``OUT/instances/NAME.json`` (each instance's class, box
+            and pixel count), by :func:`~graphseg.pipelines.box_instances`.
         settings: deprecated; use ``preset``.
 
     Returns:
         The failures of this shard, in order.
     """
+    if instances and weak != "boxes":
+        raise ValueError(f"instances needs weak='boxes' (one instance per box), got {weak!r}")
     preset = resolve_preset(weak, preset, settings)
     method = preset.method if method is None else method
     recipe = get_recipe(weak, method)
@@ -88,6 +95,10 @@ def segment_dataset(dataset, out_dir: str | os.PathLike, *, weak: str,
                          checkpoint=model, details=found)
         seconds = time.perf_counter() - start
         write_label_png(out / f"{name}.png", labels)
+        if instances:
+            write_instances(out / "instances" / f"{name}.png",
+                            out / "instances" / f"{name}.json",
+                            *box_instances(labels, sample["boxes"]))
         if figures is not None:
             save_result_figure(Path(figures) / f"{name}.png", sample["image"], found["seeds"],
                                labels, title=f"{name}: {weak}/{method}")
@@ -95,7 +106,10 @@ def segment_dataset(dataset, out_dir: str | os.PathLike, *, weak: str,
             on_result(name, labels, seconds)
 
     def outputs(name: str) -> list[Path]:
-        return [out / f"{name}.png", *([] if figures is None else [Path(figures) / f"{name}.png"])]
+        files = [out / f"{name}.png"]
+        if instances:
+            files += [out / "instances" / f"{name}.png", out / "instances" / f"{name}.json"]
+        return files + ([] if figures is None else [Path(figures) / f"{name}.png"])
 
     return for_each_sample(dataset, process, desc=f"segment {weak}/{method}", shard=shard,
                            progress=progress, outputs=outputs, resume=resume)
@@ -133,7 +147,8 @@ def propagate_dataset(dataset, out_dir: str | os.PathLike, *, method: str,
 
     Args:
         dataset: a :class:`graphseg.data.PropagationFolder` (or any sequence of samples with
-            ``name``, ``image`` and ``seeds`` or ``cams``, optionally ``boundary``).
+            ``name``, ``image`` and ``seeds`` or ``cams``, optionally ``boundary`` and
+            ``attention``).
         out_dir: output folder (created).
         method: one of :data:`PROPAGATE_METHODS`.
         probabilities: ``"npy"``, ``"pt"`` or None (labels only).
@@ -162,7 +177,8 @@ def propagate_dataset(dataset, out_dir: str | os.PathLike, *, method: str,
     def process(name: str, sample: dict) -> None:
         probs = propagate_image(sample["image"], seeds=sample.get("seeds"),
                                 cams=sample.get("cams"), method=method,
-                                boundary=sample.get("boundary"), **options)
+                                boundary=sample.get("boundary"),
+                                attention=sample.get("attention"), **options)
         check_png_classes(probs.shape[1], "the class count (CAM channels + 1)")
         labels = probs[0].argmax(0)
         if probabilities is not None:

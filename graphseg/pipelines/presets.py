@@ -17,12 +17,19 @@ from graphseg.pipelines.kinds import BoxSeeds, PointSeeds, ScribbleSeeds, TagSee
 from graphseg.pipelines.recipes import (
     A2GNNConfig,
     HarmonicConfig,
+    IALConfig,
     LearnedGraph,
     RandomWalkConfig,
+    RegularizedConfig,
     RGBGraph,
 )
 
-__all__ = ["DEFAULT_METHOD", "PRESETS", "Preset", "resolve_preset"]
+__all__ = ["DEFAULT_METHOD", "PRESETS", "PRESET_SOURCES", "Preset", "resolve_preset",
+           "source_preset"]
+
+PRESET_SOURCES = ("graphseg", "paper", "official")
+"""Where a preset's choices come from: graphseg's shipped settings (:data:`PRESETS`), the
+thesis as printed, or the authors' released code (docs/paper_presets.md)."""
 
 
 @dataclass(frozen=True)
@@ -102,8 +109,34 @@ DEFAULT_METHOD: Mapping[str, str] = RegistryView(lambda: PRESETS,
 """The default method of each weak kind, from :data:`PRESETS`."""
 
 
-def resolve_preset(weak: str, preset: Preset | None, settings=None) -> Preset:
-    """The preset of a call: ``preset``, the deprecated ``settings`` converted, or
+def source_preset(weak: str, source: str) -> Preset:
+    """The preset of ``weak`` labels whose every choice comes from one ``source``
+    (:data:`PRESET_SOURCES`).
+
+    ``"graphseg"`` is :data:`PRESETS` ``[weak]``. ``"paper"`` and ``"official"`` run A²GNN end
+    to end as the thesis (§3.3–3.6) or the released code (zbf1991/A2GNN) does: attention,
+    losses, schedule, width and learned-graph window of :meth:`A2GNNConfig.paper` /
+    :meth:`~A2GNNConfig.official`, the affinity CNN trained on that window and loss
+    (:meth:`LearnedGraph.paper` / :meth:`~LearnedGraph.official`), the CAMs' random walk on
+    the same graph, no colour fusion, and the CRF of that source
+    (:data:`~graphseg.pipelines.recipes.a2gnn.A2GNN_CRF`: PSA's for the thesis,
+    ``crf_inference_inf``'s for the code). The other learned recipes take their
+    paper form under both: IAL's operator (:class:`IALConfig` ``variant="paper"``; IAL has no
+    released code) and RRM's dense energy (:meth:`RegularizedConfig.paper`, the values of
+    RRM's training script). The seeds are the kind's (thesis Eq. 3.4–3.5, §3.6).
+    """
+    _checks.check_choice("weak", weak, tuple(PRESETS))
+    _checks.check_choice("preset", source, PRESET_SOURCES)
+    if source == "graphseg":
+        return PRESETS[weak]
+    a2gnn = (A2GNNConfig.paper(weak) if source == "paper" else A2GNNConfig.official(weak))
+    return Preset(PRESETS[weak].seeds, "a2gnn", FinishConfig(crf=a2gnn.crf),
+                  (a2gnn, a2gnn.walk, IALConfig(variant="paper"), RegularizedConfig.paper()))
+
+
+def resolve_preset(weak: str, preset: Preset | str | None, settings=None) -> Preset:
+    """The preset of a call: ``preset`` (a :class:`Preset` or a source of
+    :data:`PRESET_SOURCES`, :func:`source_preset`), the deprecated ``settings`` converted, or
     :data:`PRESETS` ``[weak]``."""
     _checks.check_choice("weak", weak, tuple(PRESETS))
     if settings is not None:
@@ -115,7 +148,9 @@ def resolve_preset(weak: str, preset: Preset | None, settings=None) -> Preset:
         return settings.to_preset(weak)
     if preset is None:
         return PRESETS[weak]
+    if isinstance(preset, str):
+        return source_preset(weak, preset)
     if not isinstance(preset, Preset):
-        raise TypeError(f"preset must be a graphseg.pipelines.Preset, got "
-                        f"{type(preset).__name__}")
+        raise TypeError(f"preset must be a graphseg.pipelines.Preset or one of "
+                        f"{PRESET_SOURCES}, got {type(preset).__name__}")
     return preset

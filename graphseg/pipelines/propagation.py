@@ -19,6 +19,10 @@ and the methods are those of :mod:`graphseg.propagate`:
 - ``"harmonic"``: Grady's random walker from the seeds (CAMs give their confident seeds M'_I,
   :func:`graphseg.seeds.topk_seeds`).
 - ``"label-spreading"``: Zhou et al.'s spreading of the seeds or of the CAM scores.
+- ``"unia"``: UniA's walk of the CAMs on the Sinkhorn-normalised, symmetrised attention between
+  the tokens of a feature grid (:func:`graphseg.propagate.unia_random_walk`), from the image's
+  ``attention`` (``(h, w, h, w)``, or ``(heads, h, w, h, w)``, averaged over heads) or token
+  features (``(D, h, w)``); CAMs only.
 - ``"par"``, ``"crf"``, ``"ial"``: refinements of dense probabilities (PAR, the windowed dense
   CRF with the preset's parameters, IAL's E-step α_p = G α_u); seeds become one-hot at the
   seeded pixels and uniform elsewhere.
@@ -50,13 +54,14 @@ from graphseg.propagate import (
     label_spreading,
     par,
     random_walk,
+    unia_random_walk,
 )
 from graphseg.seeds import add_background, check_cam_layout, normalize_cam, topk_seeds
 
 __all__ = ["PROBABILITY_FORMATS", "PROPAGATE_METHODS", "cam_start", "check_options",
            "propagate_image"]
 
-PROPAGATE_METHODS = ("random-walk", "harmonic", "label-spreading", "par", "crf", "ial")
+PROPAGATE_METHODS = ("random-walk", "harmonic", "label-spreading", "par", "crf", "ial", "unia")
 PROBABILITY_FORMATS = ("npy", "pt")
 UNKNOWN = 255
 IRN_BACKGROUND = RANDOM_WALK_PRESETS["irn"]["background"]
@@ -142,9 +147,10 @@ def check_options(method: str, *, preset, num_classes, radius, sigma_xy, sigma_r
     for name, value in (("stride", stride), ("num_steps", num_steps)):
         if value is not None:
             _checks.check_positive(name, value, integer=True, allow_zero=name == "num_steps")
-            if method != "random-walk":
-                raise ValueError(f"{name} applies to method 'random-walk', got method "
-                                 f"{method!r}")
+            walks = ("random-walk", "unia") if name == "num_steps" else ("random-walk",)
+            if method not in walks:
+                raise ValueError(f"{name} applies to method {' and '.join(map(repr, walks))}, "
+                                 f"got method {method!r}")
     if beta is not None:
         _checks.check_positive("beta", beta, finite=True)
         if method != "random-walk":
@@ -189,11 +195,34 @@ def _walk(image: Tensor, seeds, cams, preset, num_classes, stride, beta, num_ste
     return _normalised(scores)
 
 
+def _unia(cams, attention, preset, num_steps) -> Tensor:
+    if cams is None:
+        raise ValueError("method 'unia' walks class activation maps: give cams, not seeds")
+    if attention is None:
+        raise ValueError("method 'unia' needs attention: (h, w, h, w) or (heads, h, w, h, w) "
+                         "token attention, or (D, h, w) token features")
+    tokens = torch.as_tensor(attention).to(torch.float32)
+    options = {} if num_steps is None else {"num_steps": num_steps}
+    alpha = RANDOM_WALK_PRESETS[preset or "psa"].get("alpha", 16.0)
+    if tokens.dim() == 3:
+        scores = unia_random_walk(cams, features=tokens[None], alpha=alpha, **options)
+    elif tokens.dim() in (4, 5) and tokens.shape[-4:-2] == tokens.shape[-2:]:
+        grid = tuple(tokens.shape[-2:])
+        matrix = tokens.reshape(*tokens.shape[:-4], grid[0] * grid[1], grid[0] * grid[1])
+        scores = unia_random_walk(cams, attention=matrix[None], grid=grid, alpha=alpha,
+                                  **options)
+    else:
+        raise ValueError("attention must be (h, w, h, w) or (heads, h, w, h, w) token "
+                         f"attention, or (D, h, w) token features, got shape "
+                         f"{tuple(tokens.shape)}")
+    return _normalised(scores)
+
+
 def propagate_image(image, *, seeds=None, cams=None, method: str, preset: str | None = None,
                     num_classes: int | None = None, radius: int = 5, sigma_xy: float = 6.0,
                     sigma_rgb: float = 0.1, stride: int | None = None,
                     beta: float | None = None, num_steps: int | None = None,
-                    boundary=None) -> Tensor:
+                    boundary=None, attention=None) -> Tensor:
     """Class probabilities of one image from its seed map or its CAMs (see the module notes).
 
     Args:
@@ -211,8 +240,10 @@ def propagate_image(image, *, seeds=None, cams=None, method: str, preset: str | 
             in [0, 1]).
         stride: grid of the random walk (default: the preset's, 4 otherwise), below the
             image's longer side.
-        beta, num_steps: override the random walk's β and t.
+        beta, num_steps: override the random walk's β and t (``num_steps``: also UniA's).
         boundary: ``(h, w)`` class-boundary map in [0, 1] for ``preset="irn"``.
+        attention: for ``"unia"``: ``(h, w, h, w)`` / ``(heads, h, w, h, w)`` attention
+            between the tokens of an ``h × w`` grid, or ``(D, h, w)`` token features.
 
     Returns:
         ``(1, K, H, W)`` probabilities summing to 1 per pixel: K = ``num_classes`` for seeds,
@@ -240,6 +271,10 @@ def propagate_image(image, *, seeds=None, cams=None, method: str, preset: str | 
         cams = _cam_maps(cams, height, width, num_classes)
         probs = _cam_probs(cams, preset)
         num_classes = probs.shape[1]
+    if method == "unia":
+        return _unia(cams, attention, preset, num_steps)
+    if attention is not None:
+        raise ValueError(f"attention applies to method 'unia', got method {method!r}")
     if method == "random-walk":
         return _walk(image, seeds, cams, preset, num_classes, stride, beta, num_steps,
                      boundary, graph_options)

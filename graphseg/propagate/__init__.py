@@ -20,6 +20,7 @@ from graphseg.propagate.unia import (
     sinkhorn,
     sinkhorn_graph,
     unia_affinity,
+    unia_random_walk,
 )
 
 __all__ = [
@@ -45,4 +46,5 @@ __all__ = [
     "sinkhorn_graph",
     "transition",
     "unia_affinity",
+    "unia_random_walk",
 ]

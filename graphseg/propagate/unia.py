@@ -12,6 +12,7 @@ scalings of the stored weights, so a pixel graph never becomes N×N.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from graphseg import _checks
@@ -19,6 +20,7 @@ from graphseg.graph.edges import EdgeGraph, as_graph
 from graphseg.graph.window import WindowGraph
 from graphseg.ops import window_aggregate_transpose
 from graphseg.ops.reference import gather_neighbours
+from graphseg.propagate.random_walk import background_channel
 
 __all__ = [
     "MCR_VARIANTS",
@@ -26,6 +28,7 @@ __all__ = [
     "sinkhorn",
     "sinkhorn_graph",
     "unia_affinity",
+    "unia_random_walk",
 ]
 
 IGNORE = 255
@@ -222,6 +225,84 @@ def unia_affinity(attention, *, num_iter: int = NUM_ITER, tol: float = TOL, eps:
         return (matrix + matrix.transpose(-1, -2)) / 2
     return sinkhorn_graph(attention, num_iter=num_iter, tol=tol, eps=eps).symmetrize()
 
+
+
+def _token_attention(attention, features, grid) -> tuple[Tensor, tuple[int, int]]:
+    """``(B, N, N)`` attention over an ``h × w`` token grid, from attention or features."""
+    if (attention is None) == (features is None):
+        raise ValueError("give exactly one of attention (B, [heads,] N, N) and features "
+                         "(B, D, h, w)")
+    if features is not None:
+        features = _checks.check_tensor4d("features", features, what="(B, D, h, w)")
+        batch, dim, height, width = features.shape
+        tokens = features.flatten(2).transpose(1, 2)
+        # a transformer's attention between the tokens: softmax_j(f_i · f_j / √D)
+        return torch.softmax(tokens @ tokens.transpose(1, 2) / dim ** 0.5, -1), (height, width)
+    if not isinstance(attention, Tensor) or not attention.is_floating_point():
+        raise TypeError("attention must be a float (B, N, N) or (B, heads, N, N) tensor, got "
+                        f"{_checks._describe(attention)}")
+    if attention.dim() == 4:
+        attention = attention.mean(1)  # heads averaged, as AFA and UniA read MHSA
+    if attention.dim() != 3 or attention.shape[1] != attention.shape[2]:
+        raise ValueError("attention must have shape (B, N, N) or (B, heads, N, N), got "
+                         f"{tuple(attention.shape)}")
+    if grid is None:
+        raise ValueError("attention needs grid=(h, w), the token grid with h * w = N")
+    height, width = (int(g) for g in grid)
+    if height * width != attention.shape[1]:
+        raise ValueError(f"grid {(height, width)} holds {height * width} tokens, but attention "
+                         f"is over N = {attention.shape[1]}")
+    return attention, (height, width)
+
+
+def unia_random_walk(cams: Tensor, *, attention: Tensor | None = None,
+                     features: Tensor | None = None, grid: tuple[int, int] | None = None,
+                     num_steps: int = 2, alpha: float = 16.0, num_iter: int = NUM_ITER,
+                     tol: float = TOL, eps: float = EPS) -> Tensor:
+    r"""UniA's pseudo-labels in one call: the CAMs walked on the Sinkhorn-normalised, symmetrised
+    attention between the tokens of an ``h × w`` grid (UniA §3.3; :func:`unia_affinity`).
+
+    .. math::
+        \hat A = \tfrac12 (M + M^\top),\quad M = \mathrm{Sinkhorn}(A), \qquad
+        s^{(t)} = \hat A^{\,t} s^{(0)}
+
+    with :math:`s^{(0)}` the foreground CAMs average-pooled to the grid and a background row
+    :math:`(1 - \max_c \mathrm{cam}_c)^\alpha` (AffinityNet's background,
+    :func:`background_channel`). Â is symmetric and doubly stochastic, so it is its own
+    transition matrix (no β, no row normalisation). The scores are upsampled bilinearly to the
+    CAMs' resolution; take their ``argmax`` (channel 0 = background).
+
+    UniA gives the walk's background rule and step count only through the code it builds on;
+    the defaults here (α = 16, t = 2) are AffinityNet's background and a short walk, since a
+    dense doubly stochastic matrix mixes in a few steps. Both are arguments.
+
+    Args:
+        cams: ``(B, C, H, W)`` foreground class activation maps in [0, 1].
+        attention: ``(B, N, N)`` or ``(B, heads, N, N)`` non-negative attention between the
+            ``N = h·w`` tokens (heads are averaged), with ``grid=(h, w)``.
+        features: instead of ``attention``, ``(B, D, h, w)`` token features; the attention is
+            then :math:`\mathrm{softmax}_j(f_i \cdot f_j / \sqrt{D})`.
+        grid: the token grid ``(h, w)`` of ``attention``.
+        num_steps: walk steps t.
+        alpha: background exponent.
+        num_iter, tol, eps: Sinkhorn options, see :func:`sinkhorn`.
+
+    Returns:
+        ``(B, 1 + C, H, W)`` scores, background first.
+    """
+    cams = _checks.check_tensor4d("cams", cams)
+    _checks.check_positive("num_steps", num_steps, integer=True, allow_zero=True)
+    matrix, (height, width) = _token_attention(attention, features, grid)
+    if matrix.shape[0] != cams.shape[0]:
+        raise ValueError(f"cams has batch size {cams.shape[0]} but the attention has "
+                         f"{matrix.shape[0]}")
+    affinity = unia_affinity(matrix.to(cams.dtype), num_iter=num_iter, tol=tol, eps=eps)
+    values = torch.cat([background_channel(cams, alpha), cams], 1)
+    scores = F.adaptive_avg_pool2d(values, (height, width)).flatten(2)
+    for _ in range(num_steps):
+        scores = scores @ affinity  # Â symmetric: (Â s)ᵀ = sᵀ Â
+    scores = scores.unflatten(2, (height, width))
+    return F.interpolate(scores, size=cams.shape[2:], mode="bilinear", align_corners=False)
 
 # -- mutual complementing refinement ---------------------------------------------------------
 

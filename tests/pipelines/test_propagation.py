@@ -37,7 +37,7 @@ def _iou(labels, truth):
 SEED_QUALITY = {"random-walk": 0.95, "harmonic": 0.9, "label-spreading": 0.85}
 
 
-@pytest.mark.parametrize("method", PROPAGATE_METHODS)
+@pytest.mark.parametrize("method", [m for m in PROPAGATE_METHODS if m != "unia"])
 def test_propagate_image_from_seeds(method):
     image, truth, seeds, _ = _scene()
     # the 40 x 48 scene is walked at full resolution: its stride-4 grid (10 x 12) mixes the
@@ -52,6 +52,12 @@ def test_propagate_image_from_seeds(method):
         assert _iou(labels, truth) >= SEED_QUALITY[method]
     known = seeds != 255
     assert (labels[known] == seeds[known]).float().mean() >= 0.95
+
+
+def test_unia_walks_cams_only():
+    image, _, seeds, _ = _scene()
+    with pytest.raises(ValueError, match="give cams, not seeds"):
+        propagate_image(image, seeds=seeds, method="unia", attention=torch.rand(3, 10, 12))
 
 
 def test_seed_refinements_are_the_propagate_functions():

@@ -63,7 +63,8 @@ def test_every_recipe_has_a_frozen_config_and_the_presets_name_real_ones():
 
 def test_unknown_weak_kinds_and_methods_are_refused_with_the_registry_names():
     image, _, labels = make_scene(0)
-    with pytest.raises(ValueError, match=r"method must be one of \['a2gnn', 'random-walk'\]"):
+    with pytest.raises(ValueError,
+                       match=r"method must be one of \['a2gnn', 'ial', 'random-walk'\]"):
         segment(image, labels, weak="tags", method="grabcut")
     with pytest.raises(ValueError, match="weak must be one of"):
         segment(image, labels, weak="box")
