@@ -67,6 +67,12 @@ def test_boxes_without_cams_are_grabcut_seeds():
     none = weak_input(image, {"boxes": labels["boxes"], "cams": None}, weak="boxes",
                       num_classes=2, config=BoxSeeds())
     assert torch.equal(none.seeds, expected)
+    # the annotation files' boxes are tight: no padding unless the config asks for it
+    assert BoxSeeds().padding == 0
+    padded = weak_input(image, {"boxes": labels["boxes"]}, weak="boxes", num_classes=2,
+                        config=BoxSeeds(padding=5))
+    assert torch.equal(padded.seeds, grabcut_seeds(image, [labels["boxes"]], padding=5,
+                                                   context=0.1, num_classes=2))
 
 
 def test_boxes_with_cams_are_confident_seeds_inside_the_fusion():

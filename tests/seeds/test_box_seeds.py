@@ -54,7 +54,8 @@ def test_grabcut_float_batch_and_tiny_boxes():
 
 
 def test_grabcut_context_window():
-    """A red square on a green patch in the box; blue around the box, green again far away."""
+    """A red square on a green patch in the box; blue around the box, green again far away
+    (the box padded by 5 px, so that the padded ring is blue)."""
     generator = np.random.default_rng(0)
     image = np.zeros((48, 80, 3))
     image[:] = (0.1, 0.2, 0.8)
@@ -65,16 +66,16 @@ def test_grabcut_context_window():
     image = image.astype(np.uint8)
     box = [{"cls": 1, "box": [8, 10, 23, 25]}]
     # the whole image: the far green is background, so the green patch is too
-    whole = grabcut_seeds(image, box)[0]
+    whole = grabcut_seeds(image, box, padding=5)[0]
     assert (whole[14:22, 12:20] == 1).all() and (whole == 1).sum() == 64
     # a window grown by 16 px (the minimum ring; rows 0..46, cols 0..44) holds no green
     # background: the whole box is foreground, as GrabCut on the cropped image finds
-    window = grabcut_seeds(image, box, context=0.1)[0]
+    window = grabcut_seeds(image, box, padding=5, context=0.1)[0]
     assert (window[10:26, 8:24] == 1).all() and (window == 1).sum() == 256
-    cropped = grabcut_seeds(np.ascontiguousarray(image[:47, :45]), box)[0]
+    cropped = grabcut_seeds(np.ascontiguousarray(image[:47, :45]), box, padding=5)[0]
     assert torch.equal(window[:47, :45], cropped) and (window[:, 45:] == 0).all()
     # a window reaching the far green sees it again
-    assert torch.equal(grabcut_seeds(image, box, context=3.0)[0], whole)
+    assert torch.equal(grabcut_seeds(image, box, padding=5, context=3.0)[0], whole)
     for bad, error in ((-0.1, ValueError), (float("inf"), ValueError), ("wide", TypeError)):
         with pytest.raises(error, match="context must be"):
             grabcut_seeds(image, box, context=bad)

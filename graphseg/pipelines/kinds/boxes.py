@@ -33,6 +33,10 @@ class BoxSeeds:
     """With CAMs: each foreground class's top share of its argmax pixels counted confident."""
     cam_background: float = 0.8
     """With CAMs: background pixels whose score exceeds this are confident."""
+    padding: int = 0
+    """Pixels added around each box before GrabCut's sure-background line (0: the boxes are
+    tight, as in the annotation files of docs/datasets.md; see
+    :func:`graphseg.seeds.grabcut_seeds`)."""
 
 
 @register_kind("boxes", label_keys=("boxes",), config=BoxSeeds, optional_keys=("cams",))
@@ -41,8 +45,8 @@ def box_input(image: Tensor, labels: dict, num_classes: int | None,
     boxes = labels["boxes"]
     height, width = image.shape[2:]
     _checks.check_boxes([boxes], 1, height, width, num_classes=num_classes)
-    seeds = box_seeds = grabcut_seeds(image, [boxes], context=config.context,
-                                      num_classes=num_classes)
+    seeds = box_seeds = grabcut_seeds(image, [boxes], padding=config.padding,
+                                      context=config.context, num_classes=num_classes)
     if labels.get("cams") is not None:
         # the image's tags are the classes of its boxes
         classes = sorted({box["cls"] for box in boxes})
