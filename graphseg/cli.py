@@ -42,7 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     _add_output_arguments(segment, figures=True)
     segment.add_argument("--checkpoint", help="affinity CNN from train-affinity: --method a2gnn "
                          "then runs on the learned pixel graph instead of superpixels (and "
-                         "the random walk of --weak tags on it)")
+                         "the random walk of --weak tags on it); with --method box-network, "
+                         "the box_network.pt of an earlier run (without it, segment trains "
+                         "the network on the folder and writes OUT/box_network.pt)")
     segment.add_argument("--instances", action="store_true",
                          help="with --weak box, also write OUT/instances/NAME.png (uint8 "
                          "instance ids, 0 = none, one instance per box) and NAME.json "

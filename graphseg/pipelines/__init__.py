@@ -39,6 +39,7 @@ from graphseg.pipelines.presets import (
 from graphseg.pipelines.propagation import PROBABILITY_FORMATS, PROPAGATE_METHODS, propagate_image
 from graphseg.pipelines.recipes import (
     A2GNNConfig,
+    BoxNetworkConfig,
     HarmonicConfig,
     IALConfig,
     IALResult,
@@ -47,6 +48,7 @@ from graphseg.pipelines.recipes import (
     RegularizedConfig,
     RGBGraph,
     RoundReport,
+    box_network_labels,
     fit_regularized,
     ial_em,
 )
@@ -55,7 +57,8 @@ from graphseg.pipelines.registry import METHODS, Recipe, get_recipe, list_recipe
 from graphseg.pipelines.segmentation import segment, weak_seeds
 
 __all__ = ["A2GNNConfig", "AFFINITY_ARCHITECTURE", "affinity_model", "AffinityTraining",
-           "box_instances", "BoxSeeds", "DEFAULT_METHOD", "evaluate_folder", "Failure",
+           "box_instances", "box_network_labels", "BoxNetworkConfig", "BoxSeeds",
+           "DEFAULT_METHOD", "evaluate_folder", "Failure",
            "FinishConfig", "fit_regularized", "get_recipe", "HarmonicConfig", "ial_em",
            "IALConfig", "IALResult", "LABEL_KEYS", "LearnedGraph", "list_recipes", "load_affinity",
            "METHODS", "PointSeeds", "Preset", "PRESET_SOURCES", "PRESETS", "PROBABILITY_FORMATS",

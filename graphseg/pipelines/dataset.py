@@ -29,7 +29,7 @@ from graphseg.pipelines.propagation import (
     propagate_image,
 )
 from graphseg.pipelines.registry import get_recipe
-from graphseg.pipelines.segmentation import affinity_checkpoint, segment
+from graphseg.pipelines.segmentation import recipe_model, segment
 
 __all__ = ["propagate_dataset", "segment_dataset"]
 
@@ -57,7 +57,9 @@ def segment_dataset(dataset, out_dir: str | os.PathLike, *, weak: str,
         out_dir: output folder (created).
         weak, method, preset, config: as :func:`~graphseg.pipelines.segment`.
         checkpoint: as :func:`~graphseg.pipelines.segment` (a path is loaded once, before the
-            first image).
+            first image). A method that learns across the folder (``"box-network"``) without
+            one trains its model on ``dataset`` first and writes it to ``OUT`` (with
+            ``resume``, a model already there is used).
         resume: skip images whose outputs are all written and readable.
         progress: show a tqdm bar.
         on_result: called as ``on_result(name, labels, seconds)`` after each image.
@@ -79,13 +81,17 @@ def segment_dataset(dataset, out_dir: str | os.PathLike, *, weak: str,
     method = preset.method if method is None else method
     recipe = get_recipe(weak, method)
     check_shard(shard)
-    model = affinity_checkpoint(checkpoint, weak, recipe)
+    model = recipe_model(checkpoint, weak, recipe)
     num_classes = getattr(dataset, "num_classes", None)
     if num_classes is not None:
         check_png_classes(num_classes, "the data set's num_classes")
     out = output_folder(out_dir, "out_dir")
     if figures is not None:
         output_folder(figures, "figures")
+    if recipe.folder is not None and model is None:
+        model = _folder_model(dataset, out, recipe, config or preset.config(recipe.name),
+                              weak=weak, num_classes=num_classes, resume=resume,
+                              progress=progress)
 
     def process(name: str, sample: dict) -> None:
         start = time.perf_counter()
@@ -113,6 +119,31 @@ def segment_dataset(dataset, out_dir: str | os.PathLike, *, weak: str,
 
     return for_each_sample(dataset, process, desc=f"segment {weak}/{method}", shard=shard,
                            progress=progress, outputs=outputs, resume=resume)
+
+
+def _folder_model(dataset, out: Path, recipe, config, *, weak: str, num_classes: int | None,
+                  resume: bool, progress: bool):
+    """The model of a recipe that learns across the folder: ``OUT/<file>`` when resuming and it
+    reads back, else trained on every readable sample of the folder (an unreadable one is left
+    out here and reported when its turn to be labelled comes) and written there atomically.
+    Every shard trains on the whole folder, with fixed seeds, so all shards use one model."""
+    path = out / recipe.folder.file
+    if resume and path.is_file():
+        try:
+            return recipe.folder.load(path)
+        except ValueError:
+            pass  # a checkpoint that does not read back is trained again
+    samples = []
+    for index in range(len(dataset)):
+        try:
+            sample = dataset[index]
+        except Exception:  # reported by the runner with the image's name
+            continue
+        samples.append({"name": sample["name"], "image": sample["image"],
+                        **sample_labels(sample, LABEL_KEYS[weak])})
+    model = recipe.folder.train(samples, config, num_classes=num_classes, progress=progress)
+    recipe.folder.save(model, path)
+    return model
 
 
 _OPTIONS = {"preset", "num_classes", "radius", "sigma_xy", "sigma_rgb", "stride", "beta",

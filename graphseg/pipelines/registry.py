@@ -12,8 +12,22 @@ from graphseg import _checks
 from graphseg.data.datasets import WEAK_KINDS
 from graphseg.pipelines._common import RegistryView
 
-__all__ = ["METHODS", "Recipe", "all_recipes", "get_recipe", "get_recipe_config",
+__all__ = ["METHODS", "FolderModel", "Recipe", "all_recipes", "get_recipe", "get_recipe_config",
            "is_recipe_config", "list_recipes", "methods_table", "register_recipe"]
+
+
+@dataclass(frozen=True)
+class FolderModel:
+    """How a recipe that learns across a folder gets its model:
+    ``train(samples, config, *, num_classes, progress)`` over the folder's samples,
+    ``save(model, path)`` (atomically) and ``load(path)``; ``type`` is the model's class and
+    ``file`` its name in the output folder."""
+
+    train: Callable
+    save: Callable
+    load: Callable
+    type: type
+    file: str
 
 
 @dataclass(frozen=True)
@@ -33,13 +47,16 @@ class Recipe:
     """The kinds for which a trained affinity CNN (``checkpoint=``) supplies its graph."""
     finishing: bool = True
     """Whether the colour fusion and the CRF of the kind's preset follow it."""
+    folder: FolderModel | None = None
+    """Set for a recipe that learns a model across the folder it labels (``model=``)."""
 
 
 _RECIPES: dict[str, Recipe] = {}
 
 
 def register_recipe(name: str, *, kinds, config: type | None, summary: str,
-                    learned_graph=(), finishing: bool = True) -> Callable:
+                    learned_graph=(), finishing: bool = True,
+                    folder: FolderModel | None = None) -> Callable:
     """A decorator registering ``run`` as the recipe ``name`` for ``kinds``."""
     for kind in kinds:
         _checks.check_choice("kinds", kind, WEAK_KINDS)
@@ -48,7 +65,7 @@ def register_recipe(name: str, *, kinds, config: type | None, summary: str,
         if name in _RECIPES:
             raise ValueError(f"a recipe named {name!r} is already registered")
         _RECIPES[name] = Recipe(name, tuple(kinds), run, config, summary,
-                                tuple(learned_graph), finishing)
+                                tuple(learned_graph), finishing, folder)
         return run
 
     return register

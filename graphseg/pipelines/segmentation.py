@@ -22,7 +22,7 @@ from graphseg.pipelines.kinds import weak_input
 from graphseg.pipelines.presets import Preset, resolve_preset
 from graphseg.pipelines.registry import Recipe, all_recipes, get_recipe
 
-__all__ = ["affinity_checkpoint", "segment", "weak_seeds"]
+__all__ = ["affinity_checkpoint", "recipe_model", "segment", "weak_seeds"]
 
 
 def affinity_checkpoint(checkpoint, weak: str, recipe: Recipe) -> AffinityCNN | None:
@@ -43,6 +43,20 @@ def affinity_checkpoint(checkpoint, weak: str, recipe: Recipe) -> AffinityCNN | 
         return load_affinity(checkpoint)
     raise TypeError("checkpoint must be a path or an AffinityCNN, got "
                     f"{type(checkpoint).__name__}")
+
+
+def recipe_model(checkpoint, weak: str, recipe: Recipe):
+    """The trained model ``recipe`` runs with: for a recipe that learns across a folder
+    (``recipe.folder``), its model or the path of one; else the affinity CNN of
+    :func:`affinity_checkpoint`."""
+    if recipe.folder is None:
+        return affinity_checkpoint(checkpoint, weak, recipe)
+    if checkpoint is None or isinstance(checkpoint, recipe.folder.type):
+        return checkpoint
+    if isinstance(checkpoint, (str, os.PathLike)):
+        return recipe.folder.load(checkpoint)
+    raise TypeError(f"checkpoint of method {recipe.name!r} must be a path or a "
+                    f"{recipe.folder.type.__name__}, got {type(checkpoint).__name__}")
 
 
 def segment(image, labels: dict, *, weak: str, method: str | None = None,
@@ -76,7 +90,9 @@ def segment(image, labels: dict, *, weak: str, method: str | None = None,
         checkpoint: a trained :class:`~graphseg.nn.AffinityCNN`, or the path of a checkpoint
             of :func:`~graphseg.pipelines.train_affinity_dataset`; ``"a2gnn"`` then trains on
             the learned pixel graph of the image (the config's ``learned`` size and window)
-            and the random walk of ``"tags"`` walks on it.
+            and the random walk of ``"tags"`` walks on it. ``"box-network"``: the network
+            (or the path of ``box_network.pt``) that
+            :func:`~graphseg.pipelines.segment_dataset` trained across a folder.
         settings: deprecated; use ``preset`` or ``config``.
 
     Returns:
@@ -88,7 +104,7 @@ def segment(image, labels: dict, *, weak: str, method: str | None = None,
                                                                           recipe.config):
         raise TypeError(f"method {recipe.name!r} takes a {recipe.config.__name__}, got "
                         f"{type(config).__name__}")
-    model = affinity_checkpoint(checkpoint, weak, recipe)
+    model = recipe_model(checkpoint, weak, recipe)
     image = single_image(image)
     # 1. weak labels -> seeds
     inputs = weak_input(image, labels, weak=weak, num_classes=num_classes, config=preset.seeds)

@@ -71,9 +71,11 @@ def box_interior(boxes, height: int, width: int) -> Tensor:
 
 
 def _grabcut_box(bgr: np.ndarray, box, padding: int, iterations: int,
-                 context: float | None) -> np.ndarray | None:
+                 context: float | None, prior: np.ndarray | None = None) -> np.ndarray | None:
     """GrabCut foreground inside one box as an ``(H, W)`` bool map, or None when one side has
-    too few pixels for the colour models."""
+    too few pixels for the colour models. ``prior``: an ``(H, W)`` foreground probability
+    that splits the padded box into probable foreground (above 0.5) and probable
+    background."""
     import cv2
 
     height, width = bgr.shape[:2]
@@ -90,6 +92,11 @@ def _grabcut_box(bgr: np.ndarray, box, padding: int, iterations: int,
     window = np.ascontiguousarray(bgr[wy0 : wy1 + 1, wx0 : wx1 + 1])
     mask = np.full(window.shape[:2], cv2.GC_BGD, dtype=np.uint8)
     mask[py0 - wy0 : py1 - wy0 + 1, px0 - wx0 : px1 - wx0 + 1] = cv2.GC_PR_FGD
+    if prior is not None:
+        inside = prior[py0 : py1 + 1, px0 : px1 + 1] > 0.5
+        if inside.sum() >= GMM_COMPONENTS:  # else too few for a colour model: the whole box
+            mask[py0 - wy0 : py1 - wy0 + 1, px0 - wx0 : px1 - wx0 + 1] = np.where(
+                inside, cv2.GC_PR_FGD, cv2.GC_PR_BGD)
     if not (mask == cv2.GC_BGD).any():
         # a box over the whole window leaves no background sample: the border ring stands in
         mask[[0, -1], :] = cv2.GC_PR_BGD
@@ -104,7 +111,31 @@ def _grabcut_box(bgr: np.ndarray, box, padding: int, iterations: int,
     inside = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
     foreground[y0 : y1 + 1, x0 : x1 + 1] = inside[y0 - wy0 : y1 - wy0 + 1,
                                                   x0 - wx0 : x1 - wx0 + 1]
+    if prior is not None and not foreground.any():
+        # started from the prior, GrabCut gave the whole box to the background: the prior's
+        # colours did not separate, so the box starts as without it
+        return _grabcut_box(bgr, box, padding, iterations, context)
     return foreground
+
+
+def _box_priors(priors, checked, height: int, width: int) -> list[list[np.ndarray]] | None:
+    """``priors`` as per image a list of ``(H, W)`` float arrays, one per box, checked."""
+    if priors is None:
+        return None
+    if len(priors) != len(checked):
+        raise ValueError(f"priors must hold one entry per image ({len(checked)}), got "
+                         f"{len(priors)}")
+    out = []
+    for b, (image_priors, image_boxes) in enumerate(zip(priors, checked, strict=True)):
+        maps = [torch.as_tensor(p).detach().float().cpu() for p in image_priors]
+        if len(maps) != len(image_boxes) or any(m.shape != (height, width) for m in maps):
+            raise ValueError(
+                f"priors[{b}] must hold one ({height}, {width}) map per box "
+                f"({len(image_boxes)}), got shapes {[tuple(m.shape) for m in maps]}")
+        if any(not torch.isfinite(m).all() for m in maps):
+            raise ValueError(f"priors[{b}] must be finite probabilities")
+        out.append([m.numpy() for m in maps])
+    return out
 
 
 def grabcut_seeds(
@@ -114,6 +145,7 @@ def grabcut_seeds(
     iterations: int = 5,
     padding: int = 0,
     context: float | None = None,
+    priors=None,
     num_classes: int | None = None,
 ) -> Tensor:
     """Box seeds M_B from GrabCut in each box (thesis Eq. 3.2–3.3).
@@ -138,6 +170,13 @@ def grabcut_seeds(
     model then comes from the surroundings of the object, and the cost of each box follows its
     own size instead of the image's.
 
+    With ``priors`` (e.g. a network's foreground probability of each box,
+    :mod:`graphseg.pipelines.box_network`), GrabCut starts from them instead of the whole box:
+    inside each padded box, pixels above 0.5 are probable foreground and the others probable
+    background, so the first colour models are fitted to the prior's split (OpenCV's
+    ``GC_INIT_WITH_MASK``). A box whose prior has fewer than 5 pixels above 0.5, or from
+    whose prior GrabCut keeps no foreground, is done as without a prior.
+
     Args:
         image: ``(B, 3, H, W)`` float in [0, 1] or any image form of docs/images.md.
         boxes: one list of ``{"cls", "box"}`` dicts per image (a flat list for one image).
@@ -146,6 +185,8 @@ def grabcut_seeds(
             boxes).
         context: width of the window around each box as a fraction of the box's sides, or
             None for the whole image.
+        priors: None, or per image one ``(H, W)`` foreground probability per box (a tensor
+            ``(K, H, W)`` or a list of K maps, in the order of that image's boxes).
         num_classes: when given, box classes must be below it.
 
     Returns:
@@ -160,6 +201,7 @@ def grabcut_seeds(
         _checks.check_positive("context", context, allow_zero=True)
         if context == float("inf"):
             raise ValueError("context must be finite (None for the whole image), got inf")
+    priors = _box_priors(priors, checked, height, width)
     pixels = (image.detach().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
     seeds = torch.zeros(batch, height, width, dtype=torch.int64)
     for b, image_boxes in enumerate(checked):
@@ -167,7 +209,8 @@ def grabcut_seeds(
         for _, x0, y0, x1, y1 in image_boxes:
             seeds[b, y0 : y1 + 1, x0 : x1 + 1] = UNKNOWN
         for k in _largest_first(image_boxes):
-            foreground = _grabcut_box(bgr, image_boxes[k], padding, iterations, context)
+            prior = None if priors is None else priors[b][k]
+            foreground = _grabcut_box(bgr, image_boxes[k], padding, iterations, context, prior)
             if foreground is not None:
                 seeds[b][torch.from_numpy(foreground)] = image_boxes[k][0]
     return seeds.to(image.device)

@@ -10,7 +10,8 @@ from graphseg.pipelines.recipes.random_walk import RandomWalkConfig
 from graphseg.pipelines.recipes.a2gnn import A2GNNConfig
 from graphseg.pipelines.recipes.ial import IALConfig, IALResult, RoundReport, ial_em
 from graphseg.pipelines.recipes.regularized import RegularizedConfig, fit_regularized
+from graphseg.pipelines.recipes.box_network import BoxNetworkConfig, box_network_labels
 
-__all__ = ["A2GNNConfig", "HarmonicConfig", "IALConfig", "IALResult", "LearnedGraph",
-           "RGBGraph", "RandomWalkConfig", "RegularizedConfig", "RoundReport", "fit_regularized",
-           "grabcut", "ial_em"]
+__all__ = ["A2GNNConfig", "BoxNetworkConfig", "HarmonicConfig", "IALConfig", "IALResult",
+           "LearnedGraph", "RGBGraph", "RandomWalkConfig", "RegularizedConfig", "RoundReport",
+           "box_network_labels", "fit_regularized", "grabcut", "ial_em"]
