@@ -10,7 +10,7 @@ from pathlib import Path
 
 TEMPORARY_MARK = ".tmp-"
 """Between a file's stem and mkstemp's random letters in the name of its temporary file,
-``.STEM.tmp-XXXXXXXX.SUFFIX``, so that a run can find the temporaries a killed one left."""
+``.STEM.tmp-<random letters>.SUFFIX``, so that a run can find the temporaries a killed one left."""
 
 
 def remove_temporaries(paths) -> int:
