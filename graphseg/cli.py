@@ -100,12 +100,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _methods_help() -> str:
-    """The methods of each weak kind, from the registry of recipes."""
-    from graphseg.pipelines import DEFAULT_METHOD, METHODS
+    """The methods of each weak kind, from the registry of recipes, the default of a folder
+    marked."""
+    from graphseg.pipelines import METHODS, PRESETS
 
-    return "; ".join(f"{weak}: " + ", ".join(m + (" (default)" if m == DEFAULT_METHOD[weak]
-                                                 else "") for m in methods)
-                     for weak, methods in METHODS.items())
+    return "; ".join(f"{weak}: " + ", ".join(
+        m + (" (default)" if m == PRESETS[weak].folder_default else "") for m in methods)
+        for weak, methods in METHODS.items())
 
 
 def _add_output_arguments(parser, *, figures: bool = False) -> None:

@@ -78,7 +78,7 @@ def segment_dataset(dataset, out_dir: str | os.PathLike, *, weak: str,
     if instances and weak != "boxes":
         raise ValueError(f"instances needs weak='boxes' (one instance per box), got {weak!r}")
     preset = resolve_preset(weak, preset, settings)
-    method = preset.method if method is None else method
+    method = preset.folder_default if method is None else method
     recipe = get_recipe(weak, method)
     check_shard(shard)
     model = recipe_model(checkpoint, weak, recipe)
@@ -123,27 +123,24 @@ def segment_dataset(dataset, out_dir: str | os.PathLike, *, weak: str,
 
 def _folder_model(dataset, out: Path, recipe, config, *, weak: str, num_classes: int | None,
                   resume: bool, progress: bool):
-    """The model of a recipe that learns across the folder: ``OUT/<file>`` when resuming and it
-    reads back, else trained on every readable sample of the folder (an unreadable one is left
-    out here and reported when its turn to be labelled comes) and written there atomically.
-    Every shard trains on the whole folder, with fixed seeds, so all shards use one model."""
-    path = out / recipe.folder.file
-    if resume and path.is_file():
-        try:
-            return recipe.folder.load(path)
-        except ValueError:
-            pass  # a checkpoint that does not read back is trained again
-    samples = []
-    for index in range(len(dataset)):
-        try:
-            sample = dataset[index]
-        except Exception:  # reported by the runner with the image's name
-            continue
-        samples.append({"name": sample["name"], "image": sample["image"],
-                        **sample_labels(sample, LABEL_KEYS[weak])})
-    model = recipe.folder.train(samples, config, num_classes=num_classes, progress=progress)
-    recipe.folder.save(model, path)
-    return model
+    """The model of a recipe that learns across the folder, trained on every usable sample
+    of the folder (an unreadable one, or one with invalid labels, is left out here and
+    reported when its turn to be labelled comes) and written to ``OUT/<file>`` as it trains;
+    ``resume`` continues from that file. Every shard trains on the whole folder, with fixed
+    seeds, so all shards use one model."""
+
+    def readable():
+        for index in range(len(dataset)):
+            try:
+                sample = dataset[index]
+            except Exception:  # reported by the runner with the image's name
+                continue
+            yield {"name": sample["name"], "image": sample["image"],
+                   **sample_labels(sample, LABEL_KEYS[weak])}
+
+    return recipe.folder.train(readable(), config, num_classes=num_classes, progress=progress,
+                               checkpoint=out / recipe.folder.file, resume=resume,
+                               failures=[])
 
 
 _OPTIONS = {"preset", "num_classes", "radius", "sigma_xy", "sigma_rgb", "stride", "beta",

@@ -43,11 +43,19 @@ class Preset:
     seeds: BoxSeeds | PointSeeds | ScribbleSeeds | TagSeeds
     """How the weak labels become seeds."""
     method: str
-    """The default method."""
+    """The default method of one image (:func:`~graphseg.pipelines.segment`)."""
     finish: FinishConfig = field(default_factory=FinishConfig)
     """Colour fusion and CRF after every recipe but ``grabcut``."""
     configs: tuple = ()
     """Recipe configs that replace the recipes' defaults for this kind (one per type)."""
+    folder_method: str | None = None
+    """The default method of a folder (:func:`~graphseg.pipelines.segment_dataset`, ``graphseg
+    segment``), a recipe that learns across it; None: ``method``."""
+
+    @property
+    def folder_default(self) -> str:
+        """The method a folder is labelled with when none is given."""
+        return self.method if self.folder_method is None else self.folder_method
 
     def config(self, method: str):
         """The config the recipe ``method`` runs with under this preset."""
@@ -87,7 +95,7 @@ def _walks(walk: RandomWalkConfig, a2gnn: A2GNNConfig) -> tuple:
 
 PRESETS: dict[str, Preset] = {
     "boxes": Preset(BoxSeeds(), "grabcut", FinishConfig(colour_weight=1.0),
-                    (A2GNNConfig(n_segments=1000),)),
+                    (A2GNNConfig(n_segments=1000),), folder_method="box-network"),
     "points": Preset(PointSeeds(), "harmonic", _SPARSE_FINISH,
                      (HarmonicConfig(graph=_SHARP),
                       *_walks(RandomWalkConfig(graph=_SHARP, learned=_SMALL_WINDOW),
@@ -99,7 +107,9 @@ PRESETS: dict[str, Preset] = {
                    _walks(RandomWalkConfig(learned=_SMALL_WINDOW),
                           A2GNNConfig(learned=_SMALL_WINDOW))),
 }
-"""The shipped settings of each weak kind: boxes fuse a colour model of the seeds (weight 1);
+"""The shipped settings of each weak kind: boxes fuse a colour model of the seeds (weight 1),
+and a folder of boxes is labelled by ``box-network`` (learned across it; ``grabcut`` for one
+image);
 points and scribbles a sharper RGB graph (σ_rgb 0.05), the colour model with weight 0.3 and
 the CRF (``a2gnn`` preset); tags the CRF."""
 

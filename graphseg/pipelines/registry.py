@@ -19,12 +19,13 @@ __all__ = ["METHODS", "FolderModel", "Recipe", "all_recipes", "get_recipe", "get
 @dataclass(frozen=True)
 class FolderModel:
     """How a recipe that learns across a folder gets its model:
-    ``train(samples, config, *, num_classes, progress)`` over the folder's samples,
-    ``save(model, path)`` (atomically) and ``load(path)``; ``type`` is the model's class and
-    ``file`` its name in the output folder."""
+    ``train(samples, config, *, num_classes, progress, checkpoint, resume, failures)`` over
+    the folder's samples (an iterable read once), writing its model to ``checkpoint``
+    atomically as it goes and, with ``resume``, continuing from what is there, a sample it
+    cannot use appended to ``failures`` and left out; ``load(path)`` reads one back;
+    ``type`` is the model's class and ``file`` its name in the output folder."""
 
     train: Callable
-    save: Callable
     load: Callable
     type: type
     file: str
@@ -103,13 +104,20 @@ def is_recipe_config(config) -> bool:
 
 def methods_table() -> str:
     """The Markdown table of every recipe (the docs page of the methods is built from it)."""
-    from graphseg.pipelines.presets import DEFAULT_METHOD
+    from graphseg.pipelines.presets import PRESETS
+
+    def marked(kind: str, name: str) -> str:
+        preset = PRESETS.get(kind)
+        if preset is None or name not in (preset.method, preset.folder_default):
+            return kind
+        if preset.method == preset.folder_default:
+            return f"{kind} (default)"
+        return f"{kind} (default for {'one image' if name == preset.method else 'a folder'})"
 
     rows = ["| method | weak kinds | config | learned graph | what it does |",
             "|---|---|---|---|---|"]
     for recipe in all_recipes():
-        kinds = ", ".join(k + (" (default)" if DEFAULT_METHOD[k] == recipe.name else "")
-                          for k in recipe.kinds)
+        kinds = ", ".join(marked(k, recipe.name) for k in recipe.kinds)
         config = f"`{recipe.config.__name__}`" if recipe.config else "–"
         learned = ", ".join(recipe.learned_graph) or "–"
         rows.append(f"| `{recipe.name}` | {kinds} | {config} | {learned} | {recipe.summary} |")

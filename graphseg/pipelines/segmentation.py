@@ -30,19 +30,23 @@ def affinity_checkpoint(checkpoint, weak: str, recipe: Recipe) -> AffinityCNN | 
     if checkpoint is None:
         return None
     if weak not in recipe.learned_graph:
-        takers = " and ".join(
-            f"method {r.name!r}" + ("" if r.learned_graph == r.kinds
-                                    else f" for weak {', '.join(map(repr, r.learned_graph))}")
-            for r in sorted((r for r in all_recipes() if r.learned_graph),
-                            key=lambda r: r.learned_graph != r.kinds))
-        raise ValueError(f"checkpoint is only used by {takers}, got method {recipe.name!r} for "
-                         f"weak {weak!r}")
+        raise ValueError(f"checkpoint is only used by {_affinity_takers()}, got method "
+                         f"{recipe.name!r} for weak {weak!r}")
     if isinstance(checkpoint, AffinityCNN):
         return checkpoint
     if isinstance(checkpoint, (str, os.PathLike)):
         return load_affinity(checkpoint)
     raise TypeError("checkpoint must be a path or an AffinityCNN, got "
                     f"{type(checkpoint).__name__}")
+
+
+def _affinity_takers() -> str:
+    """The methods that run on an affinity CNN, in words."""
+    return " and ".join(
+        f"method {r.name!r}" + ("" if r.learned_graph == r.kinds
+                                else f" for weak {', '.join(map(repr, r.learned_graph))}")
+        for r in sorted((r for r in all_recipes() if r.learned_graph),
+                        key=lambda r: r.learned_graph != r.kinds))
 
 
 def recipe_model(checkpoint, weak: str, recipe: Recipe):
@@ -53,10 +57,15 @@ def recipe_model(checkpoint, weak: str, recipe: Recipe):
         return affinity_checkpoint(checkpoint, weak, recipe)
     if checkpoint is None or isinstance(checkpoint, recipe.folder.type):
         return checkpoint
+    hint = f" (an affinity CNN is used by {_affinity_takers()})"
     if isinstance(checkpoint, (str, os.PathLike)):
-        return recipe.folder.load(checkpoint)
+        try:
+            return recipe.folder.load(checkpoint)
+        except ValueError as error:
+            raise ValueError(f"{error}{hint}") from None
     raise TypeError(f"checkpoint of method {recipe.name!r} must be a path or a "
-                    f"{recipe.folder.type.__name__}, got {type(checkpoint).__name__}")
+                    f"{recipe.folder.type.__name__}, got {type(checkpoint).__name__}"
+                    + (hint if isinstance(checkpoint, AffinityCNN) else ""))
 
 
 def segment(image, labels: dict, *, weak: str, method: str | None = None,

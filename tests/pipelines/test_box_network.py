@@ -2,6 +2,7 @@
 written out on tiny inputs, GrabCut started from a prior, and the recipe end to end."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,17 +13,23 @@ from torch import nn
 
 from graphseg.cli import main
 from graphseg.data import SegmentationFolder
+from graphseg.graph import pixel_graph
+from graphseg.losses import potts_loss
 from graphseg.pipelines import segment, segment_dataset
 from graphseg.pipelines.recipes.box_network import (
     BoxNetwork,
     BoxNetworkConfig,
+    _frame_loss,
     _projection_loss,
     _targets,
     box_crops,
     box_network_labels,
     box_priors,
     load_box_network,
+    majority,
+    network_labels,
     train_box_network,
+    train_box_network_dataset,
 )
 from graphseg.seeds import grabcut_seeds
 
@@ -72,6 +79,47 @@ def test_projection_is_minus_log_of_the_largest_probability_of_each_row_and_colu
     rows = [max(0.1, 0.2, 0.3), max(0.5, 0.6, 0.1)]
     literal = (-sum(math.log(p) for p in columns) / 3 - sum(math.log(p) for p in rows) / 2)
     assert float(_projection_loss(probs, inside)) == pytest.approx(literal, rel=1e-5)
+
+
+def test_the_frame_loss_adds_the_weighted_projection_and_potts_terms():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 2, 6, 6)
+    frames = torch.randn(2, 5, 6, 6)
+    targets = torch.randint(0, 2, (2, 6, 6))
+    targets[0, 0] = 255
+    inside = torch.zeros(2, 6, 6, dtype=torch.bool)
+    inside[:, 1:5, 1:5] = True
+    probs = logits.softmax(1)
+    colour = (frames[:, :3] * STD + MEAN).clamp(0, 1)
+    literal = (torch.nn.functional.cross_entropy(logits, targets, ignore_index=255)
+               + 0.5 * _projection_loss(probs, inside)
+               + 2.0 * potts_loss(probs, pixel_graph(colour, radius=2, sigma_xy=2.0,
+                                                     sigma_rgb=0.1)))
+    config = BoxNetworkConfig(projection=0.5, potts=2.0)
+    assert float(_frame_loss(logits, frames, targets, inside, config)) == pytest.approx(
+        float(literal), rel=1e-5)
+    plain = BoxNetworkConfig(projection=0.0, potts=0.0)
+    assert float(_frame_loss(logits, frames, targets, inside, plain)) == pytest.approx(
+        float(torch.nn.functional.cross_entropy(logits, targets, ignore_index=255)), rel=1e-6)
+
+
+def test_network_labels_take_the_smallest_box_where_its_probability_exceeds_a_half():
+    boxes = [{"cls": 1, "box": [0, 0, 3, 2]}, {"cls": 2, "box": [2, 1, 3, 2]}]
+    probs = torch.zeros(2, 3, 5)
+    probs[0] = 0.8  # the large box everywhere, column 4 (outside both boxes) included
+    probs[1, 1, 2], probs[1, 1, 3], probs[1, 2, 2], probs[1, 2, 3] = 0.9, 0.4, 0.6, 0.5
+    expected = torch.tensor([[1, 1, 1, 1, 0],
+                             [1, 1, 2, 0, 0],
+                             [1, 1, 2, 0, 0]])
+    assert torch.equal(network_labels(probs, boxes), expected)
+
+
+def test_majority_of_three_label_maps_with_unknown_as_background():
+    box_seeds = torch.tensor([[0, 1, 255, 2, 1]])
+    started = torch.tensor([[1, 1, 0, 255, 2]])
+    network = torch.tensor([[0, 2, 1, 2, 3]])
+    # 0/1/0 -> 0; 1/1/2 -> 1; 0/0/1 -> 0; 2/0/2 -> 2; all differ -> GrabCut from the network
+    assert torch.equal(majority(box_seeds, started, network), torch.tensor([[0, 1, 0, 2, 2]]))
 
 
 class Constant(nn.Module):
@@ -185,7 +233,8 @@ def test_training_refuses_mismatched_inputs_and_configs_check_their_fields():
         train_box_network(torch.zeros(2, 3, 8, 8), torch.zeros(2, 8, 8, dtype=torch.long))
     with pytest.raises(ValueError, match="at least one"):
         train_box_network(torch.zeros(0, 5, 8, 8), torch.zeros(0, 8, 8, dtype=torch.long))
-    for field, value in (("size", 0), ("rounds", 0), ("band", -1), ("lr", 0.0)):
+    for field, value in (("size", 0), ("rounds", 0), ("band", -1), ("lr", 0.0),
+                         ("potts", -1.0)):
         with pytest.raises(ValueError, match=field):
             BoxNetworkConfig(**{field: value})
 
@@ -214,21 +263,46 @@ def test_segment_dataset_trains_on_the_folder_keeps_the_network_and_resumes(tmp_
                                    method="box-network", config=SMALL, num_classes=2,
                                    checkpoint=out / "box_network.pt"), expected[name])
     # resuming with the network there does not train again
-    from dataclasses import replace
-
-    from graphseg.pipelines import registry
+    from graphseg.pipelines.recipes import box_network
 
     def no_training(*args, **kwargs):
         raise AssertionError("trained again")
 
-    recipe = registry.get_recipe("boxes", "box-network")
-    monkeypatch.setitem(registry._RECIPES, "box-network",
-                        replace(recipe, folder=replace(recipe.folder, train=no_training)))
+    monkeypatch.setattr(box_network, "train_box_network", no_training)
     (out / f"{NAMES[1]}.png").unlink()
     done = []
     segment_dataset(dataset, out, weak="boxes", method="box-network", config=SMALL,
                     progress=False, resume=True, on_result=lambda name, *_: done.append(name))
     assert done == [NAMES[1]]
+
+
+def test_an_interrupted_training_resumes_to_the_same_network(tmp_path):
+    scenes = [rectangle_scene(i) for i in range(2)] + [stripes_scene(0)]
+    samples = [{"name": f"s{i}", "image": image, "boxes": boxes}
+               for i, (image, _, boxes) in enumerate(scenes)]
+    whole = train_box_network_dataset(samples, SMALL, progress=False)
+    path = tmp_path / "net.pt"
+    # stopped after the first of two rounds: the checkpoint holds that round
+    train_box_network_dataset(samples, replace(SMALL, rounds=1), progress=False,
+                              checkpoint=path)
+    assert load_box_network(path).rounds_done == 1
+    resumed = train_box_network_dataset(iter(samples), SMALL, progress=False, checkpoint=path,
+                                        resume=True)
+    assert resumed.rounds_done == 2 and load_box_network(path).rounds_done == 2
+    expected = whole.state_dict()
+    assert all(torch.equal(value, expected[key]) for key, value in resumed.state_dict().items())
+
+    def unread():
+        raise AssertionError("read the samples of a finished training")
+        yield
+
+    finished = train_box_network_dataset(unread(), SMALL, progress=False, checkpoint=path,
+                                         resume=True)
+    assert all(torch.equal(value, expected[key]) for key, value in finished.state_dict().items())
+    # without resume the checkpoint is trained anew and overwritten
+    train_box_network_dataset(samples, replace(SMALL, rounds=1), progress=False,
+                              checkpoint=path)
+    assert load_box_network(path).rounds_done == 1
 
 
 def test_a_corrupt_image_is_reported_and_the_others_still_train_and_label(tmp_path):

@@ -45,7 +45,12 @@ def test_methods_defaults_cli_and_docs_table_come_from_the_registry():
             assert recipe.name in help_text.split(f"{weak}: ")[1].split(";")[0]
     assert table.count("\n") == len(all_recipes()) + 2
     for weak in METHODS:
-        assert f"{DEFAULT_METHOD[weak]} (default)" in help_text.split(f"{weak}: ")[1].split(";")[0]
+        # the command line labels folders: its default is the folder's
+        shown = help_text.split(f"{weak}: ")[1].split(";")[0]
+        assert f"{PRESETS[weak].folder_default} (default)" in shown
+        assert shown.count("(default)") == 1
+    assert "| boxes (default for one image) |" in table.split("`grabcut`")[1].split("\n")[0]
+    assert "| boxes (default for a folder) |" in table.split("`box-network`")[1].split("\n")[0]
 
 
 def test_every_recipe_has_a_frozen_config_and_the_presets_name_real_ones():

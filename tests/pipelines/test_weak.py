@@ -307,7 +307,8 @@ def test_segment_dataset_shards_split_the_images(scenes, tmp_path):
                         shard=(index, 2), on_result=lambda name, *_, i=index: seen.setdefault(
                             i, []).append(name))
     assert seen == {0: [NAMES[0], NAMES[2]], 1: [NAMES[1]]}
-    assert listing(tmp_path / "out") == [f"{name}.png" for name in NAMES]
+    # the default method of a folder of boxes learns across it and keeps its network there
+    assert listing(tmp_path / "out") == ["box_network.pt"] + [f"{name}.png" for name in NAMES]
     for bad in [(2, 2), (-1, 2), (0, 0), [0, 1], (0.0, 1)]:
         with pytest.raises(ValueError, match="shard"):
             segment_dataset(dataset, tmp_path / "out", weak="boxes", shard=bad)
@@ -353,7 +354,7 @@ def test_segment_dataset_reports_a_corrupt_image_and_goes_on(scene_copy, tmp_pat
     assert len(failures) == 1 and isinstance(failures[0], Failure)
     assert failures[0].name == "img1" and failures[0].reason
     assert done == ["img0", "img2"]
-    assert listing(out) == ["img0.png", "img2.png"]
+    assert listing(out) == ["box_network.pt", "img0.png", "img2.png"]
 
 
 def test_segment_dataset_reports_invalid_labels(scene_copy, tmp_path):
@@ -364,7 +365,7 @@ def test_segment_dataset_reports_invalid_labels(scene_copy, tmp_path):
     failures = segment_dataset(dataset, tmp_path / "out", weak="boxes", progress=False)
     assert [f.name for f in failures] == ["img0"]
     assert "outside" in failures[0].reason
-    assert listing(tmp_path / "out") == ["img1.png", "img2.png"]
+    assert listing(tmp_path / "out") == ["box_network.pt", "img1.png", "img2.png"]
 
 
 def test_segment_dataset_leaves_no_partial_file(scenes, tmp_path, monkeypatch):
@@ -382,7 +383,7 @@ def test_segment_dataset_leaves_no_partial_file(scenes, tmp_path, monkeypatch):
     out = tmp_path / "out"
     failures = segment_dataset(dataset, out, weak="boxes", progress=False)
     assert [f.name for f in failures] == ["img1"] and "disk full" in failures[0].reason
-    assert listing(out) == ["img0.png", "img2.png"]
+    assert listing(out) == ["box_network.pt", "img0.png", "img2.png"]
 
 
 def test_segment_dataset_resume_skips_written_images(scenes, tmp_path):
