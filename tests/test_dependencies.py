@@ -33,7 +33,8 @@ def _pins() -> dict[str, str]:
 
 def _imports(paths) -> dict[str, set[str]]:
     """Third-party top-level modules imported by the files, with the files importing each."""
-    local = {path.stem for path in (ROOT / "tests").rglob("*.py")} | {"common"}
+    local = {path.stem for folder in ("tests", "benchmarks")
+             for path in (ROOT / folder).rglob("*.py")}
     found: dict[str, set[str]] = {}
     for path in paths:
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
