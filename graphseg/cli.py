@@ -6,6 +6,25 @@ import argparse
 import sys
 
 
+def _add_checkpoint_backbone(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backbone", metavar="SPEC",
+                        help="the user network (package.module:callable) that --checkpoint "
+                        "was trained with: rebuilding it runs that code, so a checkpoint "
+                        "naming one loads only with this flag (torchvision and timm networks "
+                        "need none)")
+
+
+def _checkpoint(args):
+    """--checkpoint as given, or its affinity CNN loaded with --backbone."""
+    if args.backbone is None:
+        return args.checkpoint
+    if args.checkpoint is None:
+        raise ValueError("--backbone names the network of a --checkpoint; give --checkpoint")
+    from graphseg.pipelines import load_affinity
+
+    return load_affinity(args.checkpoint, backbone=args.backbone)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="graphseg",
@@ -45,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
                          "the random walk of --weak tags on it); with --method box-network, "
                          "the box_network.pt of an earlier run (without it, segment trains "
                          "the network on the folder and writes OUT/box_network.pt)")
+    _add_checkpoint_backbone(segment)
     segment.add_argument("--instances", action="store_true",
                          help="with --weak box, also write OUT/instances/NAME.png (uint8 "
                          "instance ids, 0 = none, one instance per box) and NAME.json "
@@ -76,6 +96,16 @@ def _parser() -> argparse.ArgumentParser:
                                 "the one segment --checkpoint uses)")
     train_affinity.add_argument("--resume", action="store_true",
                                 help="continue from the checkpoint at --out")
+    train_affinity.add_argument("--backbone", metavar="SPEC",
+                                help="the network of the affinity CNN instead of the small "
+                                "one trained from scratch, e.g. torchvision:resnet50, "
+                                "timm:convnext_tiny, mypkg.mod:build (a function returning a "
+                                "module with 3 feature maps); the checkpoint records it: "
+                                "graph and segment --checkpoint rebuild a torchvision or timm "
+                                "network by its name, and a user network with --backbone")
+    train_affinity.add_argument("--backbone-weights", metavar="FILE",
+                                help="state dict the --backbone network starts from: a local "
+                                "file (nothing is downloaded)")
     _add_preset_argument(train_affinity)
     _add_output_arguments(train_affinity)
 
@@ -265,6 +295,7 @@ def _add_graph_parser(commands) -> None:
     graph.add_argument("--checkpoint", help="affinity CNN from train-affinity: the learned "
                        "graph (thesis Eq. 3.14) at its feature resolution, on --radius and "
                        "--shape, instead of the kernel")
+    _add_checkpoint_backbone(graph)
     graph.add_argument("--format", default="pyg", choices=("pyg", "window", "npz"))
     _add_output_arguments(graph)
 
@@ -312,7 +343,9 @@ def _graph(args) -> int:
         sharing = [path for path in args.images if Path(path).stem in clashes]
         raise ValueError(f"images {sharing[:6]} share the names {clashes[:3]}: each would "
                          "write the same graph file; convert them into separate --out folders")
-    model = load_affinity(args.checkpoint) if args.checkpoint else None
+    model = _checkpoint(args)
+    if isinstance(model, str):
+        model = load_affinity(model)
     out = output_folder(args.out, "--out")
     suffix = ".npz" if args.format == "npz" else ".pt"
 
@@ -380,7 +413,7 @@ def _segment(args) -> int:
     with ranks() as (rank, world):
         failures = segment_dataset(dataset, args.out, weak=weak, method=args.method,
                                    resume=args.resume, progress=not args.quiet,
-                                   checkpoint=args.checkpoint, shard=(rank, world),
+                                   checkpoint=_checkpoint(args), shard=(rank, world),
                                    figures=args.figures, preset=args.preset,
                                    instances=args.instances)
         return _dataset_summary(args, "segmented", dataset, failures, rank, world)
@@ -407,12 +440,16 @@ def _train_affinity(args) -> int:
     from graphseg.pipelines.distributed import ranks
 
     weak = _WEAK[args.weak]
+    if args.backbone_weights is not None and args.backbone is None:
+        raise ValueError("--backbone-weights needs --backbone (the network they belong to)")
     output_file(args.out, "--out")
     dataset = _folder(args, weak)
     with ranks() as (rank, world):
         run = train_affinity_dataset(dataset, weak=weak, out=args.out, epochs=args.epochs,
                                      lr=args.lr, size=args.size, progress=not args.quiet,
-                                     resume=args.resume, preset=args.preset)
+                                     resume=args.resume, preset=args.preset,
+                                     backbone=args.backbone,
+                                     backbone_weights=args.backbone_weights)
     if rank != 0:
         return 1 if run.failures else 0
     loss = f", last loss {run.history[-1]:.4f}" if run.history else ""
@@ -564,7 +601,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _stop)
     try:
         return _COMMANDS[args.command](args)
-    except (ValueError, TypeError, OSError, KeyError) as exc:
+    except (ValueError, TypeError, OSError, KeyError, ImportError) as exc:
         print(f"graphseg {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -13,7 +13,7 @@ from graphseg.losses import (
 from graphseg.nn.a2gnn import A2GNN, BASELINES, BaselineGNN, GNNOutput, baseline_gnn
 from graphseg.nn.affinity import AffinityCNN, AffinityOutput, node_features
 from graphseg.nn.attention import VARIANTS, AffinityAttentionConv, affinity_attention
-from graphseg.nn.backbone import BackboneAdapter, ResNetBackbone
+from graphseg.nn.backbone import BackboneAdapter, ResNetBackbone, build_backbone
 from graphseg.nn.train import (
     a2gnn_kernel_graph,
     a2gnn_settings,
@@ -44,6 +44,7 @@ __all__ = [
     "affinity_loss",
     "affinity_regular_loss",
     "baseline_gnn",
+    "build_backbone",
     "consistency_check",
     "fit_a2gnn",
     "load_checkpoint",

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from graphseg import _checks
 from graphseg._io import atomic_path, load_state, output_file
 from graphseg.nn.affinity import AffinityCNN
-from graphseg.nn.backbone import ResNetBackbone
+from graphseg.nn.backbone import ResNetBackbone, build_backbone
 from graphseg.nn.train import resample_seeds, save_checkpoint, train_affinity
 from graphseg.pipelines._common import resize_image, single_image
 from graphseg.pipelines._runner import Failure, for_each_sample, sample_labels
@@ -28,42 +28,97 @@ __all__ = ["AFFINITY_ARCHITECTURE", "AffinityTraining", "affinity_model", "load_
 AFFINITY_ARCHITECTURE = {"widths": (32, 32, 64), "stem_width": 16, "stride": 4,
                          "reductions": (32, 32, 64)}
 """The affinity CNN that :func:`train_affinity_dataset` trains and :func:`load_affinity`
-rebuilds: a small :class:`~graphseg.nn.ResNetBackbone` (stride 4) trainable on CPU."""
+rebuilds: a small :class:`~graphseg.nn.ResNetBackbone` (stride 4) trainable on CPU. With
+``backbone=`` the network is another one and the reductions stay these."""
 TRAIN_BYTES_PER_PIXEL = 2048
 """Peak memory of one training step of :data:`AFFINITY_ARCHITECTURE` per working pixel
 (measured: 1.2–1.4 KiB at 256² and 384², 2.6 KiB at 128² with the fixed costs)."""
 EPOCH_KEY = "epochs_trained"
 """State-dict entry (an int64 scalar) holding the epochs a checkpoint has been trained for."""
+BACKBONE_KEY = "backbone._extra_state"
+"""State-dict entry (a string) of a model built with ``backbone=``: the spec of
+:func:`~graphseg.nn.build_backbone` that :func:`load_affinity` rebuilds the network from.
+Checkpoints of :data:`AFFINITY_ARCHITECTURE` have none."""
 
 
-def affinity_model(*, seed: int = 0) -> AffinityCNN:
-    """A fresh affinity CNN of :data:`AFFINITY_ARCHITECTURE`, initialised from ``seed`` (the
-    global RNG is left as it was), with an ``epochs_trained`` int64 buffer."""
+def _check_backbone(backbone: str | None, backbone_weights) -> None:
+    if backbone_weights is not None and backbone is None:
+        raise ValueError("backbone_weights are the weights of the network of backbone=, which "
+                         "is None (AFFINITY_ARCHITECTURE's network starts from its seed): give "
+                         "backbone too, e.g. 'torchvision:resnet50'")
+
+
+def _backbone_name(spec: str | None) -> str:
+    return "None (AFFINITY_ARCHITECTURE)" if spec is None else repr(spec)
+
+
+def affinity_model(*, seed: int = 0, backbone: str | None = None,
+                   backbone_weights: str | os.PathLike | None = None) -> AffinityCNN:
+    """A fresh affinity CNN, initialised from ``seed`` (the global RNG is left as it was), with
+    an ``epochs_trained`` int64 buffer.
+
+    Args:
+        seed: seed of the random initialisation.
+        backbone: None for :data:`AFFINITY_ARCHITECTURE`'s small network, or a spec of
+            :func:`~graphseg.nn.build_backbone` (``"torchvision:resnet50"``,
+            ``"timm:convnext_tiny"``, ``"package.module:callable"``); the 1×1 reductions are
+            :data:`AFFINITY_ARCHITECTURE`'s either way. The spec is kept in the state dict
+            (:data:`BACKBONE_KEY`), so that :func:`load_affinity` rebuilds the same network.
+        backbone_weights: a local state-dict file of that network (nothing is downloaded);
+            None keeps its random initialisation.
+    """
+    _check_backbone(backbone, backbone_weights)
     arch = AFFINITY_ARCHITECTURE
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = AffinityCNN(ResNetBackbone(widths=arch["widths"], stem_width=arch["stem_width"],
-                                           stride=arch["stride"]),
-                            reductions=arch["reductions"])
+        if backbone is None:
+            network = ResNetBackbone(widths=arch["widths"], stem_width=arch["stem_width"],
+                                     stride=arch["stride"])
+        else:
+            network = build_backbone(backbone, backbone_weights)
+        model = AffinityCNN(network, reductions=arch["reductions"])
     model.register_buffer(EPOCH_KEY, torch.zeros((), dtype=torch.int64))
     model.eval()
     return model
 
 
-def load_affinity(path: str | os.PathLike, *,
-                  map_location: str | torch.device = "cpu") -> AffinityCNN:
+def load_affinity(path: str | os.PathLike, *, map_location: str | torch.device = "cpu",
+                  backbone: str | None = None) -> AffinityCNN:
     """Loads a checkpoint of :func:`train_affinity_dataset` into :func:`affinity_model` with
-    ``torch.load(..., weights_only=True)`` (a checkpoint cannot run code). A plain state dict
-    of an :data:`AFFINITY_ARCHITECTURE` model without ``epochs_trained`` loads as 0 epochs."""
+    ``torch.load(..., weights_only=True)`` (unpickling cannot run code). The network is the
+    one the checkpoint's :data:`BACKBONE_KEY` names, :data:`AFFINITY_ARCHITECTURE`'s without
+    one; torchvision and timm networks are rebuilt from their names. A
+    ``"package.module:callable"`` backbone is rebuilt by importing that module and calling the
+    callable, which runs code: a checkpoint naming one loads only when ``backbone`` names the
+    same spec (the caller vouches for that code), so a checkpoint alone never runs code. A
+    plain state dict without ``epochs_trained`` loads as 0 epochs."""
     state = load_state(path, "graphseg affinity checkpoint (a state dict of train-affinity)",
                        map_location=map_location)
     state.setdefault(EPOCH_KEY, torch.zeros((), dtype=torch.int64))
-    model = affinity_model()
+    spec = state.get(BACKBONE_KEY)
+    if spec is not None and not isinstance(spec, str):
+        raise ValueError(f"checkpoint {os.fspath(path)} names its backbone with a "
+                         f"{type(spec).__name__} under {BACKBONE_KEY!r}, not a string")
+    if backbone is not None and backbone != spec:
+        raise ValueError(f"backbone is {backbone!r}, but checkpoint {os.fspath(path)} was "
+                         f"trained with {_backbone_name(spec)}")
+    if spec is not None and not spec.startswith(("torchvision:", "timm:")) and spec != backbone:
+        raise ValueError(f"checkpoint {os.fspath(path)} was trained with backbone {spec!r}, "
+                         "which is rebuilt by running that code: pass backbone="
+                         f"{spec!r} to load it (only for code you trust)")
+    try:
+        model = affinity_model(backbone=spec)
+    except (ImportError, ValueError) as error:
+        kind = ImportError if isinstance(error, ImportError) else ValueError
+        raise kind(f"checkpoint {os.fspath(path)} was trained with a backbone that cannot be "
+                   f"built here: {error}") from error
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
-        raise ValueError(f"checkpoint {os.fspath(path)} does not fit AFFINITY_ARCHITECTURE "
-                         f"{AFFINITY_ARCHITECTURE}: {error}") from error
+        expected = (f"AFFINITY_ARCHITECTURE {AFFINITY_ARCHITECTURE}" if spec is None
+                    else f"backbone {spec!r} with AFFINITY_ARCHITECTURE's reductions")
+        raise ValueError(f"checkpoint {os.fspath(path)} does not fit {expected}: "
+                         f"{error}") from error
     return model.to(map_location).eval()
 
 
@@ -102,9 +157,12 @@ def train_affinity_dataset(dataset, *, weak: str, out: str | os.PathLike, epochs
                            lr: float = 3e-3, size: int | None = None,
                            radius: int | None = None, preset: Preset | None = None,
                            progress: bool = True, resume: bool = False, seed: int = 0,
+                           backbone: str | None = None,
+                           backbone_weights: str | os.PathLike | None = None,
                            settings=None) -> AffinityTraining:
-    """Trains the affinity CNN of :data:`AFFINITY_ARCHITECTURE` on the seeds of a data set's
-    weak labels (thesis §3.3.3) and saves it to ``out``.
+    """Trains the affinity CNN of :func:`affinity_model` (:data:`AFFINITY_ARCHITECTURE`, or
+    the network of ``backbone``) on the seeds of a data set's weak labels (thesis §3.3.3) and
+    saves it to ``out``.
 
     Every image's seeds are the ``affinity_seeds`` of its
     :class:`~graphseg.pipelines.kinds.WeakInput` (thesis §3.6.1: with ``"cams"`` in the
@@ -142,6 +200,12 @@ def train_affinity_dataset(dataset, *, weak: str, out: str | os.PathLike, epochs
             set's order, the network has no dropout; the global RNG is left as it was): a run
             repeated with the same ops backend, CPU and thread count gives the same checkpoint
             bit for bit (others round differently).
+        backbone: None for :data:`AFFINITY_ARCHITECTURE`, or a spec of
+            :func:`~graphseg.nn.build_backbone` (``"torchvision:resnet50"``,
+            ``"timm:convnext_tiny"``, ``"package.module:callable"``), recorded in the
+            checkpoint; a resumed checkpoint must have been trained with the same one.
+        backbone_weights: a local state-dict file the network of ``backbone`` starts from
+            (nothing is downloaded); read when training starts, not when it resumes.
         settings: deprecated; use ``preset``.
 
     Returns:
@@ -161,9 +225,18 @@ def train_affinity_dataset(dataset, *, weak: str, out: str | os.PathLike, epochs
     _checks.check_memory(TRAIN_BYTES_PER_PIXEL * size * size,
                          f"training the affinity CNN at size={size}",
                          "lower size (the longer side of the working resolution)")
+    _check_backbone(backbone, backbone_weights)
     rank, world = process_group()
     out = output_file(out, "out")
-    model = load_affinity(out) if resume and out.exists() else affinity_model(seed=seed)
+    if resume and out.exists():
+        model = load_affinity(out, backbone=backbone)
+        found = getattr(model.backbone, "spec", None)
+        if found != backbone:  # a checkpoint of a named network, resumed without backbone
+            raise ValueError(f"backbone is {_backbone_name(backbone)}, but the checkpoint "
+                             f"{out} to resume was trained with {_backbone_name(found)}: give "
+                             "that backbone, or another out to start afresh")
+    else:
+        model = affinity_model(seed=seed, backbone=backbone, backbone_weights=backbone_weights)
     done = int(getattr(model, EPOCH_KEY))
     if done >= epochs:
         return AffinityTraining(epochs=done)
