@@ -10,8 +10,9 @@ Cases (each runs in its own process so that its peak memory is its own):
   N×N matrix the reference code would build.
 - ``label_spreading``: against PyG's LabelPropagation on the converted graph with the same
   symmetric normalisation.
-- ``crf``: the windowed CRF (psa preset) against pydensecrf2 on the voc14 images of the data
-  folder, from the harmonic probabilities of the clicks: label agreement, mIoU, seconds.
+- ``crf``: the CRF (psa preset) on the permutohedral lattice and windowed, against pydensecrf2
+  on the voc14 images of the data folder, from the harmonic probabilities of the clicks: label
+  agreement, mIoU, seconds.
 
     python benchmarks/bench_propagation.py [--case NAME] [--data ../shared/data] [--limit N]
 """
@@ -35,7 +36,14 @@ from graphseg import ops
 from graphseg.data import SegmentationFolder
 from graphseg.demo import astronaut_scribbles
 from graphseg.metrics import confusion_matrix, mean_iou
-from graphseg.propagate import crf, harmonic, label_spreading, random_walk, random_walker_graph
+from graphseg.propagate import (
+    CRF_METHODS,
+    crf,
+    harmonic,
+    label_spreading,
+    random_walk,
+    random_walker_graph,
+)
 from graphseg.seeds import rasterize_points
 
 
@@ -150,13 +158,15 @@ def case_crf(args) -> None:
         remap = torch.full((256,), 255, dtype=torch.int64)
         remap[present] = torch.arange(len(present))
         probs = harmonic(random_walker_graph(image), remap[seeds])
-        start = time.perf_counter()
-        ours = present[crf(image, probs)[0].argmax(0)]
-        ours_seconds = time.perf_counter() - start
         classes = dataset.num_classes
-        row = {"image": sample["name"], "graphseg_s": ours_seconds,
-               "miou_harmonic": _miou(present[probs[0].argmax(0)], mask, classes),
-               "miou_graphseg_crf": _miou(ours, mask, classes)}
+        row = {"image": sample["name"],
+               "miou_harmonic": _miou(present[probs[0].argmax(0)], mask, classes)}
+        labels = {}
+        for method in CRF_METHODS:
+            start = time.perf_counter()
+            labels[method] = present[crf(image, probs, method=method)[0].argmax(0)]
+            row[f"graphseg_{method}_s"] = time.perf_counter() - start
+            row[f"miou_graphseg_{method}"] = _miou(labels[method], mask, classes)
         if dcrf is not None:
             rgb = (image.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
             start = time.perf_counter()
@@ -171,8 +181,10 @@ def case_crf(args) -> None:
                 height, width)
             peer = present[torch.from_numpy(peer)]
             row.update({"pydensecrf_s": time.perf_counter() - start,
-                        "miou_pydensecrf": _miou(peer, mask, classes),
-                        "agreement": float((peer == ours).float().mean())})
+                        "miou_pydensecrf": _miou(peer, mask, classes)})
+            for method in CRF_METHODS:
+                row[f"agreement_{method}"] = float((peer == labels[method]).float().mean())
+                row[f"speedup_{method}"] = row["pydensecrf_s"] / row[f"graphseg_{method}_s"]
         rows.append(row)
     summary = {"case": "crf", "images": len(rows), "preset": "psa", "backend": ops.backend()}
     for key in rows[0]:

@@ -938,7 +938,8 @@ def test_windowed_weights_refuse_a_dense_window(monkeypatch):
 def test_crf_refuses_a_dense_smoothness_window(monkeypatch):
     monkeypatch.setattr(window, "WINDOW_MAX_ENTRIES", 10**5)
     # a smoothness kernel as wide as the image: disk(40) over 40x40 pixels
-    _quick(lambda: crf(torch.rand(3, 40, 40), torch.full((1, 2, 40, 40), 0.5), smooth_sxy=1e6),
+    _quick(lambda: crf(torch.rand(3, 40, 40), torch.full((1, 2, 40, 40), 0.5), smooth_sxy=1e6,
+                       method="window"),
            ValueError, "WINDOW_MAX_ENTRIES.*lower smooth_sxy")
 
 
@@ -962,7 +963,9 @@ def test_memory_limit_refuses_before_allocating(memory_limit, monkeypatch):
         pixel_graph(image, radius=25)
     memory_limit(2**20)
     _quick(lambda: crf(image, torch.full((1, 2, 512, 512), 0.5)), graphseg.MemoryLimitError,
-           "limit of 1 MiB.*lower smooth_sxy")
+           "lattices of a 512x512 image .* limit of 1 MiB.*method='window'")
+    _quick(lambda: crf(image, torch.full((1, 2, 512, 512), 0.5), method="window"),
+           graphseg.MemoryLimitError, "limit of 1 MiB.*lower smooth_sxy")
     memory_limit(None)
     monkeypatch.setenv("GRAPHSEG_MEMORY_LIMIT", "3 MB")
     assert graphseg.memory_limit() == 3 * 10**6
@@ -978,8 +981,11 @@ def test_memory_limit_refuses_before_allocating(memory_limit, monkeypatch):
 def test_a_window_wider_than_the_image_is_refused_as_dense():
     # crf(im128, p, smooth_sxy=1000) allocated 3.4 GB, more than the dense 128² matrix
     _quick(lambda: crf(_rand((3, 128, 128), 0), torch.full((1, 2, 128, 128), 0.5),
-                       smooth_sxy=1000),
+                       smooth_sxy=1000, method="window"),
            ValueError, "51492 offsets is larger than the 128x128 image.*lower smooth_sxy")
+    # on the lattice a kernel wider than the image costs no more than a narrow one
+    wide = crf(_rand((3, 128, 128), 0), torch.full((1, 2, 128, 128), 0.5), smooth_sxy=1000)
+    assert torch.allclose(wide, torch.full_like(wide, 0.5))
 
 
 # -- command line -----------------------------------------------------------------------------

@@ -1,9 +1,17 @@
 """Non-learned propagation on pixel graphs and PyG graphs."""
 
 from graphseg.propagate.appearance import colour_posterior, fuse_appearance
-from graphseg.propagate.dense_crf import CRF_PRESETS, crf, crf_kernels
+from graphseg.propagate.dense_crf import (
+    CRF_METHODS,
+    CRF_PRESETS,
+    crf,
+    crf_kernels,
+    dense_crf,
+    lattice_kernels,
+)
 from graphseg.propagate.harmonic import harmonic, random_walker_graph
 from graphseg.propagate.ial import ial_refine
+from graphseg.propagate.lattice import PermutohedralLattice, lattice_filter
 from graphseg.propagate.pixel_adaptive import par, par_affinity
 from graphseg.propagate.random_walk import (
     RANDOM_WALK_PRESETS,
@@ -24,18 +32,23 @@ from graphseg.propagate.unia import (
 )
 
 __all__ = [
+    "CRF_METHODS",
     "CRF_PRESETS",
     "MCR_VARIANTS",
+    "PermutohedralLattice",
     "RANDOM_WALK_PRESETS",
     "background_channel",
     "colour_posterior",
     "crf",
     "crf_kernels",
+    "dense_crf",
     "fuse_appearance",
     "harmonic",
     "ial_refine",
     "irn_affinity",
     "label_spreading",
+    "lattice_filter",
+    "lattice_kernels",
     "mutual_complementing_refinement",
     "par",
     "par_affinity",

@@ -1,0 +1,212 @@
+r"""Gaussian filtering in feature space on the permutohedral lattice (Adams, Baek, Davis,
+"Fast High-Dimensional Filtering Using the Permutohedral Lattice", Eurographics 2010), the
+filter behind Krähenbühl & Koltun's fully connected CRF (NIPS 2011).
+
+Every point with features :math:`f \in \mathbb{R}^d` is lifted onto the hyperplane
+:math:`\{x \in \mathbb{R}^{d+1} : \sum x = 0\}`, scaled so that the lattice's blur is a Gaussian
+of standard deviation 1 in feature space, and falls into one simplex of the permutohedral
+lattice. The filter is three linear maps:
+
+- **splat**: each value is spread onto the :math:`d + 1` vertices of its simplex with its
+  barycentric weights;
+- **blur**: along each of the :math:`d + 1` lattice directions, every vertex takes
+  itself plus half of its two neighbours (the kernel [½, 1, ½]);
+- **slice**: each point reads its vertices back with the same weights, times
+  :math:`1 / (1 + 2^{-d})`.
+
+so ``filter = slice · blur · splat`` with ``slice = splatᵀ`` and a symmetric blur: the
+filter is a symmetric matrix that approximates :math:`\sum_j \exp(-\|f_i - f_j\|^2 / 2)\,v_j`
+(self term included) up to a constant factor. Its cost is linear in the points and the
+lattice vertices they touch, independent of the kernel's width. This module builds the
+lattice with tensor operations (sorting integer keys instead of a hash table), so it runs on
+any device and is differentiable with respect to the values.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from graphseg import _checks
+
+__all__ = ["PermutohedralLattice", "lattice_filter"]
+
+_CODE_BITS = 62
+"""Bits of the int64 codes that name a lattice vertex by its first d coordinates (wider
+lattices are named by rows of coordinates, which is slower)."""
+
+
+class PermutohedralLattice:
+    """The permutohedral lattice of a point set: each point's simplex vertices and
+    barycentric weights, and each vertex's neighbours along the lattice directions.
+
+    Args:
+        features: ``(N, d)`` float positions in feature space, already divided by the
+            kernel's standard deviations (e.g. ``(x / s_xy, y / s_xy, r / s_rgb, ...)``).
+
+    Attributes:
+        dim: d.
+        index: ``(N, d + 1)`` int64 vertex of each point's simplex corner.
+        weight: ``(N, d + 1)`` barycentric weights (non-negative, summing to 1 per point).
+        neighbours: ``(d + 1, 2, M)`` int64 neighbours of the M vertices along each
+            direction (−, +); ``M`` where the neighbour holds no point.
+    """
+
+    def __init__(self, features: Tensor) -> None:
+        if not isinstance(features, Tensor) or features.dim() != 2 or (
+                not features.is_floating_point()):
+            raise ValueError("features must be a float (N, d) tensor, got "
+                             f"{_checks._describe(features)}")
+        if features.shape[1] == 0:
+            raise ValueError(f"features must have at least one dimension, got shape "
+                             f"{tuple(features.shape)}")
+        if not bool(torch.isfinite(features).all()):
+            raise ValueError("features must be finite")
+        self.dim = d = features.shape[1]
+        self.num_points = features.shape[0]
+        device = features.device
+        elevated = _elevate(_close_gaps(features.double(), _reach(d)))
+        rem0, rank = _enclosing_simplex(elevated)
+        # barycentric coordinates (Adams et al., Alg. 1): the sorted differences to rem0
+        delta = (elevated - rem0) / (d + 1)
+        bary = torch.zeros(self.num_points, d + 2, dtype=torch.float64, device=device)
+        bary.scatter_add_(1, d - rank, delta)
+        bary.scatter_add_(1, d + 1 - rank, -delta)
+        bary[:, 0] += 1 + bary[:, d + 1]
+        self.weight = bary[:, : d + 1].to(features.dtype)
+        # vertex k of the simplex: rem0 plus the canonical simplex's vertex k, permuted by
+        # rank: k where rank <= d - k, k - (d + 1) above
+        k = torch.arange(d + 1, device=device).view(1, d + 1, 1)
+        shift = torch.where(rank[:, None, :] <= d - k, k, k - (d + 1))
+        keys = rem0[:, None, :].long() + shift  # (N, d + 1 vertices, d + 1 coordinates)
+        keys = keys[..., :d].reshape(-1, d)  # the last coordinate is minus their sum
+        # the neighbour along direction j: every coordinate ∓1, coordinate j ±d
+        steps = torch.full((d + 1, 2, d), 1, dtype=torch.int64, device=device)
+        steps[:, 1] = -1
+        for direction in range(d):
+            steps[direction, 0, direction], steps[direction, 1, direction] = -d, d
+        low = keys.amin(0) - (d + 1)
+        base = int((keys.amax(0) - low).amax()) + d + 2
+        if d * math.log2(base) < _CODE_BITS:  # vertices named by one int64 each
+            powers = base ** torch.arange(d, device=device, dtype=torch.int64)
+            unique, inverse = torch.unique((keys - low) @ powers, sorted=True,
+                                           return_inverse=True)
+            coords = _decode(unique, low, base, d)
+            wanted = ((coords[None, None] + steps[:, :, None] - low) @ powers)
+            found = torch.searchsorted(unique, wanted).clamp_max(len(unique) - 1)
+            neighbours = torch.where(unique[found] == wanted, found, len(unique))
+        else:  # too wide for one int64: rows of coordinates, and their neighbours with them
+            coords, inverse = torch.unique(keys, dim=0, return_inverse=True)
+            wanted = (coords[None, None] + steps[:, :, None]).reshape(-1, d)
+            everything, ids = torch.unique(torch.cat([coords, wanted]), dim=0,
+                                           return_inverse=True)
+            vertex = torch.full((len(everything),), len(coords), dtype=torch.int64,
+                                device=device)
+            vertex[ids[: len(coords)]] = torch.arange(len(coords), device=device)
+            neighbours = vertex[ids[len(coords):]].view(d + 1, 2, len(coords))
+        self.index = inverse.view(self.num_points, d + 1)
+        self.num_vertices = len(coords)
+        self.neighbours = neighbours
+
+    def filter(self, values: Tensor) -> Tensor:
+        """``(N, C)`` → ``(N, C)``: splat, blur, slice (differentiable in ``values``)."""
+        if values.dim() != 2 or values.shape[0] != self.num_points:
+            raise ValueError(f"values must be ({self.num_points}, C), got "
+                             f"{_checks._describe(values)}")
+        weight = self.weight.to(values.dtype)
+        channels = values.shape[1]
+        splat = (values[:, None, :] * weight[..., None]).reshape(-1, channels)
+        lattice = values.new_zeros(self.num_vertices + 1, channels).index_add(
+            0, self.index.reshape(-1), splat)
+        empty = values.new_zeros(1, channels)
+        for direction in range(self.dim + 1):
+            below, above = self.neighbours[direction]
+            blurred = lattice[:-1] + 0.5 * (lattice[below] + lattice[above])
+            lattice = torch.cat([blurred, empty])
+        alpha = 1.0 / (1.0 + 2.0 ** -self.dim)
+        return (lattice[self.index] * weight[..., None]).sum(1) * alpha
+
+
+def lattice_filter(features: Tensor, values: Tensor) -> Tensor:
+    """The permutohedral Gaussian filter of ``values`` ``(N, C)`` at ``features`` ``(N, d)``
+    (one-off: build the :class:`PermutohedralLattice` once to filter several value sets)."""
+    return PermutohedralLattice(features).filter(values)
+
+
+def _elevate(features: Tensor) -> Tensor:
+    """``(N, d)`` → ``(N, d + 1)`` on the plane Σx = 0, scaled per axis by
+    :math:`(d+1)\\sqrt{2/3} / \\sqrt{(i+1)(i+2)}` so that the lattice blur has standard
+    deviation 1 in feature space (Adams et al. §3.1)."""
+    d = features.shape[1]
+    i = torch.arange(d, dtype=features.dtype, device=features.device)
+    scaled = features * ((d + 1) * math.sqrt(2.0 / 3.0) / torch.sqrt((i + 1) * (i + 2)))
+    # suffix sums S_i = Σ_{k ≥ i} scaled_k; x_0 = S_0, x_i = S_i − i·scaled_{i−1}
+    suffix = torch.cat([scaled.flip(1).cumsum(1).flip(1),
+                        scaled.new_zeros(len(scaled), 1)], dim=1)
+    elevated = suffix.clone()
+    elevated[:, 1:] = suffix[:, 1:] - (i + 1) * scaled
+    return elevated
+
+
+def _enclosing_simplex(elevated: Tensor) -> tuple[Tensor, Tensor]:
+    """The nearest remainder-0 lattice point ``rem0`` and the rank of each coordinate's
+    offset from it, adjusted so that rem0 lies on the lattice (Adams et al. §3.1)."""
+    d = elevated.shape[1] - 1
+    scale = d + 1
+    down = torch.floor(elevated / scale) * scale
+    up = torch.ceil(elevated / scale) * scale
+    rem0 = torch.where(up - elevated < elevated - down, up, down)
+    total = torch.round(rem0.sum(1) / scale).long()
+    delta = elevated - rem0
+    # rank_i = #{j > i : δ_j > δ_i} + #{j < i : δ_j ≥ δ_i} (ties go to the lower index)
+    index = torch.arange(d + 1, device=elevated.device)
+    later = index[None, :] > index[:, None]  # [i, j]: j > i
+    greater = delta[:, None, :] > delta[:, :, None]  # [n, i, j]: δ_j > δ_i
+    at_least = delta[:, None, :] >= delta[:, :, None]
+    rank = torch.where(later, greater, at_least & ~later & ~torch.eye(
+        d + 1, dtype=torch.bool, device=elevated.device)).sum(2)
+    total = total[:, None]
+    high = (total > 0) & (rank >= d + 1 - total)
+    low = (total < 0) & (rank < -total)
+    rem0 = rem0 - scale * high + scale * low
+    rank = rank + total - scale * high + scale * low
+    return rem0, rank
+
+
+def _reach(d: int) -> float:
+    """A distance in feature units beyond which the lattice filter mixes nothing: splat and
+    slice stay within a simplex and the blur moves d + 1 lattice steps, each of length
+    √(d(d+1)) on the elevated plane, where a feature unit is at least (d+1)√(2/3)/√(d(d+1))
+    long; twice that bound."""
+    return 2 * (d + 3) * d / math.sqrt(2.0 / 3.0)
+
+
+def _close_gaps(features: Tensor, gap: float) -> Tensor:
+    """Each feature axis with its gaps wider than ``gap`` shortened to ``gap``: distances
+    below ``gap`` are kept, points farther apart stay at least ``gap`` apart (where the filter
+    mixes nothing), so features of any finite range fit the lattice's integer coordinates.
+    Axes beyond 2^40 in magnitude are also moved to start at 0 (float64 keeps their
+    fractions); features without wide gaps or large values are returned as they are, so the
+    lattice is the one pydensecrf builds from them."""
+    if len(features) < 2:  # one point mixes with nothing: any place will do
+        return torch.zeros_like(features)
+    order = features.argsort(0)
+    ordered = features.gather(0, order)
+    steps = ordered.diff(dim=0)
+    if not bool((steps > gap).any()) and float(ordered.abs().amax()) <= 2.0**40:
+        return features
+    # each point's place from the lowest one by the shortened steps (no huge differences)
+    start = torch.where(ordered[:1].abs() <= 2.0**40, ordered[:1], 0.0)
+    closed = start + torch.cat([steps.new_zeros(1, features.shape[1]),
+                                steps.clamp_max(gap).cumsum(0)])
+    return torch.empty_like(features).scatter_(0, order, closed)
+
+
+def _decode(codes: Tensor, low: Tensor, base: int, d: int) -> Tensor:
+    digits = []
+    for _ in range(d):
+        digits.append(codes % base)
+        codes = codes // base
+    return torch.stack(digits, dim=-1) + low
