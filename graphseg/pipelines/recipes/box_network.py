@@ -68,8 +68,10 @@ class BoxNetworkConfig:
     rather than 30 and 2 (71.9 against 71.4% foreground IoU after one round: longer training
     learns GrabCut's mistakes too), three rounds."""
 
-    size: int = 96
-    """Side of the box frame the network sees (pixels)."""
+    size: int = 128
+    """Side of the box frame the network sees (pixels): 128 rather than 96 gave 76.4 against
+    75.0% foreground IoU on horses224 (10.47 against 11.09% box error) and 86.5 against 86.2%
+    on the grabcut set, for 1.3× the training time."""
     context: float = 0.15
     """The frame is the box grown by this fraction of its width and height on each side."""
     epochs: int = 12
@@ -152,7 +154,7 @@ def _box_coordinates(window, box, size: int) -> Tensor:
     return torch.stack([u[None].expand(size, size), v[:, None].expand(size, size)])
 
 
-def box_crops(image, boxes: list, *, size: int = 96, context: float = 0.15) -> Tensor:
+def box_crops(image, boxes: list, *, size: int = 128, context: float = 0.15) -> Tensor:
     """The frames of an image's boxes: ``(K, 5, size, size)`` (ImageNet-normalised RGB, zero
     outside the image, then the box coordinates u, v)."""
     image = single_image(image)[0].float()
