@@ -200,9 +200,9 @@ def build_backbone(spec: str, weights: str | os.PathLike | None = None) -> Backb
       three ``(B, C_i, H_i, W_i)`` maps, whose channels are its ``out_channels`` attribute
       when it has one.
 
-    Every network is run once on a zero image of :data:`PROBE_SIZE`² in eval mode (so batch
-    norm statistics are untouched) to check that it returns three maps of the expected
-    channels (and to read them where nothing declares them).
+    Every network is run once on a square zero image of side :data:`PROBE_SIZE`, in eval
+    mode (so batch norm statistics are untouched), to check that it returns three maps of the
+    expected channels (and to read them where nothing declares them).
 
     ``weights`` is a file of ``torch.save`` read with ``torch.load(..., weights_only=True)``:
     the state dict of the network (or a dict holding it under ``"state_dict"`` or

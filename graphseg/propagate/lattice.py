@@ -19,12 +19,14 @@ filter is a symmetric matrix that approximates :math:`\sum_j \exp(-\|f_i - f_j\|
 (self term included) up to a constant factor. Its cost is linear in the points and the
 lattice vertices they touch, independent of the kernel's width. This module builds the
 lattice with tensor operations (sorting integer keys instead of a hash table), so it runs on
-any device and is differentiable with respect to the values.
+any device; splat and slice are sparse CSR products and the blur gathers, and the gradient
+with respect to the values is the exact transpose (the blurs in the opposite order).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import Tensor
@@ -91,13 +93,20 @@ class PermutohedralLattice:
         base = int((keys.amax(0) - low).amax()) + d + 2
         if d * math.log2(base) < _CODE_BITS:  # vertices named by one int64 each
             powers = base ** torch.arange(d, device=device, dtype=torch.int64)
-            unique, inverse = torch.unique((keys - low) @ powers, sorted=True,
-                                           return_inverse=True)
+            # one sort gives the vertices, each corner's vertex, and the corners of each
+            # vertex in order (the splat matrix's rows)
+            ordered, by_vertex = ((keys - low) @ powers).sort(stable=True)
+            first = torch.ones_like(ordered, dtype=torch.bool)
+            first[1:] = ordered[1:] != ordered[:-1]
+            unique = ordered[first]
+            inverse = torch.empty_like(by_vertex).scatter_(0, by_vertex, first.cumsum(0) - 1)
+            self._by_vertex = by_vertex
             coords = _decode(unique, low, base, d)
             wanted = ((coords[None, None] + steps[:, :, None] - low) @ powers)
             found = torch.searchsorted(unique, wanted).clamp_max(len(unique) - 1)
             neighbours = torch.where(unique[found] == wanted, found, len(unique))
         else:  # too wide for one int64: rows of coordinates, and their neighbours with them
+            self._by_vertex = None
             coords, inverse = torch.unique(keys, dim=0, return_inverse=True)
             wanted = (coords[None, None] + steps[:, :, None]).reshape(-1, d)
             everything, ids = torch.unique(torch.cat([coords, wanted]), dim=0,
@@ -109,24 +118,76 @@ class PermutohedralLattice:
         self.index = inverse.view(self.num_points, d + 1)
         self.num_vertices = len(coords)
         self.neighbours = neighbours
+        self._sparse: dict[torch.dtype, tuple[Tensor, Tensor]] = {}
 
     def filter(self, values: Tensor) -> Tensor:
         """``(N, C)`` → ``(N, C)``: splat, blur, slice (differentiable in ``values``)."""
         if values.dim() != 2 or values.shape[0] != self.num_points:
             raise ValueError(f"values must be ({self.num_points}, C), got "
                              f"{_checks._describe(values)}")
-        weight = self.weight.to(values.dtype)
-        channels = values.shape[1]
-        splat = (values[:, None, :] * weight[..., None]).reshape(-1, channels)
-        lattice = values.new_zeros(self.num_vertices + 1, channels).index_add(
-            0, self.index.reshape(-1), splat)
-        empty = values.new_zeros(1, channels)
-        for direction in range(self.dim + 1):
+        if not values.is_floating_point():
+            raise ValueError(f"values must be floating point, got {values.dtype}")
+        return _Filter.apply(values, self)
+
+    def _matrices(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """Splat ``(M + 1, N)`` and slice ``(N, M + 1)`` as sparse CSR matrices of the
+        barycentric weights (row M of the lattice is the empty neighbour), built once per
+        dtype."""
+        if dtype not in self._sparse:
+            d, n, m = self.dim, self.num_points, self.num_vertices + 1
+            device = self.index.device
+            # slice: each point's d + 1 vertices, columns sorted within the row
+            columns, order = self.index.sort(dim=1)
+            weights = self.weight.to(dtype).gather(1, order)
+            slice_ = _csr(torch.arange(0, n * (d + 1) + 1, d + 1, device=device),
+                          columns.reshape(-1), weights.reshape(-1), (n, m))
+            # splat: the transpose, each vertex's points in order
+            flat = self.index.reshape(-1)
+            by_vertex = (flat.argsort(stable=True) if self._by_vertex is None
+                         else self._by_vertex)
+            counts = torch.bincount(flat, minlength=m)
+            rows = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+            splat = _csr(rows, by_vertex // (d + 1),
+                         self.weight.to(dtype).reshape(-1)[by_vertex], (m, n))
+            self._sparse[dtype] = (splat, slice_)
+        return self._sparse[dtype]
+
+    def _apply(self, values: Tensor, *, reverse: bool = False) -> Tensor:
+        """The filter, or its transpose (``reverse``: the same blurs in the opposite order,
+        each being symmetric); float16 and bfloat16 values are filtered in float32."""
+        given = values.dtype
+        if given in (torch.float16, torch.bfloat16):
+            values = values.float()
+        splat, slice_ = self._matrices(values.dtype)
+        lattice = splat @ values
+        empty = values.new_zeros(1, values.shape[1])
+        directions = range(self.dim + 1)
+        for direction in reversed(directions) if reverse else directions:
             below, above = self.neighbours[direction]
-            blurred = lattice[:-1] + 0.5 * (lattice[below] + lattice[above])
-            lattice = torch.cat([blurred, empty])
-        alpha = 1.0 / (1.0 + 2.0 ** -self.dim)
-        return (lattice[self.index] * weight[..., None]).sum(1) * alpha
+            lattice = torch.cat([lattice[:-1] + 0.5 * (lattice[below] + lattice[above]),
+                                 empty])
+        return ((slice_ @ lattice) * (1.0 / (1.0 + 2.0 ** -self.dim))).to(given)
+
+
+def _csr(rows: Tensor, columns: Tensor, values: Tensor, size: tuple[int, int]) -> Tensor:
+    """A sparse CSR matrix that is valid by construction (no invariant checks, no warning
+    that torch's CSR support is in beta)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(rows, columns, values, size, check_invariants=False)
+
+
+class _Filter(torch.autograd.Function):
+    """The lattice filter with its exact transpose as the backward."""
+
+    @staticmethod
+    def forward(ctx, values: Tensor, lattice: PermutohedralLattice) -> Tensor:
+        ctx.lattice = lattice
+        return lattice._apply(values.contiguous())
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return ctx.lattice._apply(grad.contiguous(), reverse=True), None
 
 
 def lattice_filter(features: Tensor, values: Tensor) -> Tensor:
@@ -160,13 +221,11 @@ def _enclosing_simplex(elevated: Tensor) -> tuple[Tensor, Tensor]:
     rem0 = torch.where(up - elevated < elevated - down, up, down)
     total = torch.round(rem0.sum(1) / scale).long()
     delta = elevated - rem0
-    # rank_i = #{j > i : δ_j > δ_i} + #{j < i : δ_j ≥ δ_i} (ties go to the lower index)
-    index = torch.arange(d + 1, device=elevated.device)
-    later = index[None, :] > index[:, None]  # [i, j]: j > i
-    greater = delta[:, None, :] > delta[:, :, None]  # [n, i, j]: δ_j > δ_i
-    at_least = delta[:, None, :] >= delta[:, :, None]
-    rank = torch.where(later, greater, at_least & ~later & ~torch.eye(
-        d + 1, dtype=torch.bool, device=elevated.device)).sum(2)
+    # rank_i = #{j > i : δ_j > δ_i} + #{j < i : δ_j ≥ δ_i}: the place of i when the
+    # coordinates are sorted by δ, largest first, ties in index order (a stable sort)
+    order = (-delta).argsort(dim=1, stable=True)
+    rank = torch.empty_like(order).scatter_(
+        1, order, torch.arange(d + 1, device=elevated.device).expand_as(order).contiguous())
     total = total[:, None]
     high = (total > 0) & (rank >= d + 1 - total)
     low = (total < 0) & (rank < -total)

@@ -94,6 +94,18 @@ def test_bad_inputs_are_named():
         PermutohedralLattice(torch.zeros(3, 0))
     with pytest.raises(ValueError, match="values must be"):
         PermutohedralLattice(torch.zeros(3, 2)).filter(torch.zeros(4, 1))
+    with pytest.raises(ValueError, match="values must be floating point"):
+        PermutohedralLattice(torch.zeros(3, 2)).filter(torch.zeros(3, 1, dtype=torch.long))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_values_are_filtered_in_float32(dtype):
+    generator = torch.Generator().manual_seed(4)
+    lattice = PermutohedralLattice(torch.rand(30, 3, generator=generator) * 3)
+    values = torch.rand(30, 2, generator=generator).to(dtype)
+    out = lattice.filter(values)
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.float(), lattice.filter(values.float()).to(dtype).float())
 
 
 def test_features_of_any_range_are_filtered_as_the_dense_gaussian():
