@@ -14,12 +14,16 @@ def _add_checkpoint_backbone(parser: argparse.ArgumentParser) -> None:
                         "need none)")
 
 
-def _checkpoint(args):
-    """--checkpoint as given, or its affinity CNN loaded with --backbone."""
-    if args.backbone is None:
-        return args.checkpoint
+def _checkpoint(args, *, load: bool = False):
+    """--checkpoint: its affinity CNN when ``load`` or --backbone asks for it (loaded with
+    --backbone), else the path as given (None without one)."""
     if args.checkpoint is None:
-        raise ValueError("--backbone names the network of a --checkpoint; give --checkpoint")
+        if args.backbone is not None:
+            raise ValueError("--backbone names the network of a --checkpoint; give "
+                             "--checkpoint")
+        return None
+    if not load and args.backbone is None:
+        return args.checkpoint
     from graphseg.pipelines import load_affinity
 
     return load_affinity(args.checkpoint, backbone=args.backbone)
@@ -322,7 +326,6 @@ def _graph(args) -> int:
     from graphseg.data import read_image
     from graphseg.graph import pixel_graph, save_graph, superpixel_graph, window_offsets
     from graphseg.graph.window import KERNELS
-    from graphseg.pipelines import load_affinity
     from graphseg.pipelines._runner import for_each_sample
 
     if args.superpixels is not None:
@@ -343,9 +346,7 @@ def _graph(args) -> int:
         sharing = [path for path in args.images if Path(path).stem in clashes]
         raise ValueError(f"images {sharing[:6]} share the names {clashes[:3]}: each would "
                          "write the same graph file; convert them into separate --out folders")
-    model = _checkpoint(args)
-    if isinstance(model, str):
-        model = load_affinity(model)
+    model = _checkpoint(args, load=True)
     out = output_folder(args.out, "--out")
     suffix = ".npz" if args.format == "npz" else ".pt"
 

@@ -14,9 +14,11 @@ lattice. The filter is three linear maps:
 - **slice**: each point reads its vertices back with the same weights, times
   :math:`1 / (1 + 2^{-d})`.
 
-so ``filter = slice · blur · splat`` with ``slice = splatᵀ`` and a symmetric blur: the
-filter is a symmetric matrix that approximates :math:`\sum_j \exp(-\|f_i - f_j\|^2 / 2)\,v_j`
-(self term included) up to a constant factor. Its cost is linear in the points and the
+so ``filter = slice · blur · splat`` with ``slice = splatᵀ``, which approximates
+:math:`\sum_j \exp(-\|f_i - f_j\|^2 / 2)\,v_j` (self term included) up to a constant
+factor. Each direction's blur is symmetric, but on a lattice holding only the vertices the
+points touch the directions do not commute, so the filter is nearly, not exactly, symmetric
+(as pydensecrf's). Its cost is linear in the points and the
 lattice vertices they touch, independent of the kernel's width. This module builds the
 lattice with tensor operations (sorting integer keys instead of a hash table), so it runs on
 any device; splat and slice are sparse CSR products and the blur gathers, and the gradient
