@@ -42,6 +42,7 @@ from graphseg.pipelines.recipes import (
     BoxNetworkConfig,
     HarmonicConfig,
     IALConfig,
+    IALFolderConfig,
     IALResult,
     LearnedGraph,
     RandomWalkConfig,
@@ -51,6 +52,7 @@ from graphseg.pipelines.recipes import (
     box_network_labels,
     fit_regularized,
     ial_em,
+    train_ial_folder,
 )
 from graphseg.pipelines.recipes.ial import reference_energy
 from graphseg.pipelines.registry import METHODS, Recipe, get_recipe, list_recipes, register_recipe
@@ -60,12 +62,13 @@ __all__ = ["A2GNNConfig", "AFFINITY_ARCHITECTURE", "affinity_model", "AffinityTr
            "box_instances", "box_network_labels", "BoxNetworkConfig", "BoxSeeds",
            "DEFAULT_METHOD", "evaluate_folder", "Failure",
            "FinishConfig", "fit_regularized", "get_recipe", "HarmonicConfig", "ial_em",
-           "IALConfig", "IALResult", "LABEL_KEYS", "LearnedGraph", "list_recipes", "load_affinity",
+           "IALConfig", "IALFolderConfig", "IALResult", "LABEL_KEYS", "LearnedGraph",
+           "list_recipes", "load_affinity",
            "METHODS", "PointSeeds", "Preset", "PRESET_SOURCES", "PRESETS", "PROBABILITY_FORMATS",
            "propagate_dataset", "propagate_image", "PROPAGATE_METHODS", "RandomWalkConfig",
            "Recipe", "reference_energy", "register_recipe", "RegularizedConfig", "RGBGraph",
            "RoundReport", "ScribbleSeeds", "segment", "segment_dataset", "source_preset",
-           "TagSeeds", "train_affinity_dataset", "weak_seeds", "WeakInput"]
+           "TagSeeds", "train_affinity_dataset", "train_ial_folder", "weak_seeds", "WeakInput"]
 
 _DEPRECATED = {"Settings": "PRESETS[weak].replace(...) and the recipes' configs",
                "SETTINGS": "PRESETS"}

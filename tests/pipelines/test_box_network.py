@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from scenes import NAMES, make_scene, write_scene_set
+from scenes import NAMES, foreground_iou, rectangle_scene, stripes_scene, write_scene_set
 from torch import nn
 
 from graphseg.cli import main
@@ -173,41 +173,7 @@ def test_grabcut_starts_from_the_prior():
             grabcut_seeds(image, box, priors=bad)
 
 
-def stripes_scene(i):
-    """A horse-like shape: an ellipse body on four legs, striped in the background's own two
-    colours plus a third, in a box touching it; legs are thin, so GrabCut's colour models
-    alone mix them with the background stripes."""
-    rng = np.random.default_rng(100 + i)
-    h, w = 40, 56
-    ys, xs = np.mgrid[0:h, 0:w]
-    cx, cy = 28 + (i % 3) - 1, 16 + (i % 2)
-    body = ((xs - cx) / 16.0) ** 2 + ((ys - cy) / 8.0) ** 2 <= 1
-    legs = np.zeros_like(body)
-    for lx in (cx - 12, cx - 6, cx + 6, cx + 12):
-        legs |= (np.abs(xs - lx) <= 1) & (ys >= cy) & (ys <= cy + 18)
-    truth = body | legs
-    background = np.where((xs // 4) % 2 == 0, 0.35, 0.55)[..., None] * np.ones(3)
-    foreground = np.array([0.55, 0.4, 0.3])
-    image = np.where(truth[..., None], foreground, background)
-    image = (image + rng.normal(0, 0.04, image.shape)).clip(0, 1)
-    y_idx, x_idx = np.nonzero(truth)
-    box = [int(x_idx.min()), int(y_idx.min()), int(x_idx.max()), int(y_idx.max())]
-    return (torch.from_numpy(image).permute(2, 0, 1).float(), torch.from_numpy(truth),
-            [{"cls": 1, "box": box}])
-
-
-def foreground_iou(labels, truth):
-    pred = labels == 1
-    return float((pred & truth).sum()) / float((pred | truth).sum())
-
-
 SMALL = BoxNetworkConfig(size=32, epochs=8, batch_size=4, band=1, rounds=2, widths=(8, 16, 16))
-
-
-def rectangle_scene(i):
-    image, truth, labels = make_scene(i)
-    return (torch.from_numpy(image).permute(2, 0, 1).float() / 255,
-            torch.from_numpy(truth).bool(), labels["boxes"])
 
 
 def test_the_recipe_labels_a_folder_and_is_repeatable():

@@ -11,7 +11,9 @@ from graphseg.pipelines.recipes.a2gnn import A2GNNConfig
 from graphseg.pipelines.recipes.ial import IALConfig, IALResult, RoundReport, ial_em
 from graphseg.pipelines.recipes.regularized import RegularizedConfig, fit_regularized
 from graphseg.pipelines.recipes.box_network import BoxNetworkConfig, box_network_labels
+from graphseg.pipelines.recipes.ial_folder import IALFolderConfig, train_ial_folder
 
-__all__ = ["A2GNNConfig", "BoxNetworkConfig", "HarmonicConfig", "IALConfig", "IALResult",
-           "LearnedGraph", "RGBGraph", "RandomWalkConfig", "RegularizedConfig", "RoundReport",
-           "box_network_labels", "fit_regularized", "grabcut", "ial_em"]
+__all__ = ["A2GNNConfig", "BoxNetworkConfig", "HarmonicConfig", "IALConfig", "IALFolderConfig",
+           "IALResult", "LearnedGraph", "RGBGraph", "RandomWalkConfig", "RegularizedConfig",
+           "RoundReport", "box_network_labels", "fit_regularized", "grabcut", "ial_em",
+           "train_ial_folder"]

@@ -196,45 +196,76 @@ def _fresh_unary(classes: int, config: IALConfig) -> UnaryNet:
         return UnaryNet(classes, stride=config.stride)
 
 
-def _fit_unary(model: UnaryNet, image: Tensor, targets: Tensor, steps: int, lr: float,
-               energy: tuple[WindowGraph, float] | None = None) -> None:
+def _unary_loss(logits: Tensor, targets: Tensor,
+                energy: tuple[WindowGraph, float] | None = None) -> Tensor:
     """Seeds ``(B, h, w)`` (partial cross-entropy) or soft targets ``(B, C, h, w)`` (the
     expected log-likelihood under α_p: EM's M-step), plus ``weight * L_quad(α_u; graph)`` when
     ``energy = (graph, weight)`` is given."""
+    if targets.dim() == 4:
+        loss = -(targets * logits.log_softmax(1)).sum(1).mean()
+    else:
+        loss = seed_cross_entropy(logits, targets, variant="paper")
+    if energy is not None and energy[1] > 0:
+        loss = loss + energy[1] * quadratic_pairwise_loss(logits.softmax(1), energy[0])
+    return loss
+
+
+def _fit_unary(model: UnaryNet, image: Tensor, targets: Tensor, steps: int, lr: float,
+               energy: tuple[WindowGraph, float] | None = None) -> None:
+    """``steps`` Adam steps of :func:`_unary_loss` on one image."""
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
     for _ in range(steps):
-        logits = model(image)
-        if targets.dim() == 4:
-            loss = -(targets * logits.log_softmax(1)).sum(1).mean()
-        else:
-            loss = seed_cross_entropy(logits, targets, variant="paper")
-        if energy is not None and energy[1] > 0:
-            loss = loss + energy[1] * quadratic_pairwise_loss(logits.softmax(1), energy[0])
+        loss = _unary_loss(model(image), targets, energy)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     model.eval()
+
+
+def _pairwise_loss(model: AffinityCNN, image: Tensor, unary: Tensor, confident: Tensor,
+                   target: Tensor, config) -> Tensor:
+    r"""IAL's pairwise M-step loss: :math:`-Y^\top \log \alpha_p` over the confident
+    pixels plus ``smoothness`` times ‖G − G_s‖² over the window entries."""
+    refined, graph = _refine(model, image, unary, config)
+    log_refined = refined.clamp_min(1e-8).log()
+    picked = log_refined.gather(1, confident.clamp(max=refined.shape[1] - 1)[:, None])[:, 0]
+    known = confident != UNKNOWN
+    fit = -picked[known].mean() if bool(known.any()) else picked.sum() * 0
+    # G's window entries, normalised as ial_refine's transformation normalises them
+    graph, scale = _transform_scale(graph, config.variant)
+    smooth = (graph.weight / scale[:, None] - target).square().sum(1).mean()
+    return fit + config.smoothness * smooth
 
 
 def _fit_pairwise(model: AffinityCNN, image: Tensor, unary: Tensor, confident: Tensor,
                   target: Tensor, config: IALConfig) -> None:
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    known = confident != UNKNOWN
     model.train()
     for _ in range(config.pairwise_steps):
-        refined, graph = _refine(model, image, unary, config)
-        log_refined = refined.clamp_min(1e-8).log()
-        picked = log_refined.gather(1, confident.clamp(max=refined.shape[1] - 1)[:, None])[:, 0]
-        fit = -picked[known].mean()
-        # G's window entries, normalised as ial_refine's transformation normalises them
-        graph, scale = _transform_scale(graph, config.variant)
-        smooth = (graph.weight / scale[:, None] - target).square().sum(1).mean()
-        loss = fit + config.smoothness * smooth
+        loss = _pairwise_loss(model, image, unary, confident, target, config)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     model.eval()
+
+
+def _pairwise_network(stride: int) -> AffinityCNN:
+    """IAL's pairwise network: a small affinity CNN (the paper uses a spatial propagation
+    network), its graph at ``stride``."""
+    return AffinityCNN(ResNetBackbone(widths=(16, 16, 32), stem_width=16, stride=stride),
+                       reductions=(16, 16, 16))
+
+
+def _reference_graphs(small: Tensor, grid: tuple[int, int], radius: int
+                      ) -> tuple[WindowGraph, WindowGraph]:
+    """The RGB kernel graph of each image at the networks' grid (no self loops), and the
+    same divided by each image's largest degree (the energy term's graph)."""
+    reference = pixel_graph(F.interpolate(small, size=grid, mode="bilinear",
+                                          align_corners=False), radius=radius)
+    reference = reference.without_self_loops()
+    largest = reference.degree().amax(dim=(1, 2)).clamp_min(1e-30)
+    return reference, reference._with(reference.weight / largest[:, None, None, None], None)
 
 
 def _save(path: Path, round_index: int, unary: nn.Module, pairwise: nn.Module,
@@ -283,15 +314,10 @@ def ial_em(image, seeds: Tensor, *, num_classes: int | None = None,
     grid_truth = None if truth is None else resample_seeds(
         _checks.as_label_batch(truth, "truth"), grid)
     regions = resample_seeds(superpixels(small, n_segments=config.n_segments), grid)
-    reference = pixel_graph(F.interpolate(small, size=grid, mode="bilinear",
-                                          align_corners=False), radius=config.radius)
-    reference = reference.without_self_loops()
-    scaled_reference = reference._with(
-        reference.weight / reference.degree().amax().clamp_min(1e-30), None)
+    reference, scaled_reference = _reference_graphs(small, grid, config.radius)
     with torch.random.fork_rng(devices=[]), torch.enable_grad():
         torch.manual_seed(config.seed)
-        pairwise = AffinityCNN(ResNetBackbone(widths=(16, 16, 32), stem_width=16,
-                                              stride=config.stride), reductions=(16, 16, 16))
+        pairwise = _pairwise_network(config.stride)
         unary = _fresh_unary(classes, config)
         reports: list[RoundReport] = []
         start = 0
