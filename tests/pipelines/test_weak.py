@@ -113,7 +113,9 @@ def test_segment_every_method_is_accurate(scenes, weak, method):
 
 
 # recipes that learn across a folder: their quality tests are in their own modules
-FOLDER_TESTS = {("boxes", "box-network"): "test_box_network.py"}
+FOLDER_TESTS = {("boxes", "box-network"): "test_box_network.py",
+                **{(weak, "ial-folder"): "test_ial_folder.py"
+                   for weak in ("boxes", "points", "scribbles")}}
 
 
 def test_methods_table_matches_the_tests():
