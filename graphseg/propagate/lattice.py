@@ -131,6 +131,53 @@ class PermutohedralLattice:
             raise ValueError(f"values must be floating point, got {values.dtype}")
         return _Filter.apply(values, self)
 
+    def diagonal(self) -> Tensor:
+        """``(N,)``: the filter's weight of each point on itself (the diagonal of the
+        ``N × N`` matrix that :meth:`filter` applies), without filtering the N unit vectors.
+
+        The weight of point i on itself is :math:`\\alpha \\sum_{k, l} w_{ik} w_{il} B_{kl}`
+        over the d + 1 vertices of its simplex (w its barycentric weights, α = 1 / (1 + 2⁻ᵈ),
+        B the blur). Two vertices of one simplex differ by a sum of distinct lattice
+        directions, and the blur moves a value by at most one step along each direction, so
+        B_kl has two paths (three on the diagonal): the steps along that set of directions,
+        or the opposite steps along all the others (the d + 1 directions sum to zero), each
+        worth 2 to the minus its number of steps, taken in the blur's order of directions
+        and counted only where every vertex on the way holds a point.
+        """
+        d, device = self.dim, self.index.device
+        missing = self.num_vertices
+        neighbours = torch.cat([self.neighbours, self.neighbours.new_full((d + 1, 2, 1),
+                                                                          missing)], 2)
+        of_point, first = _unique_rows(self.index, missing + 1)
+        simplices = self.index[first]
+        # the direction from vertex k to k + 1 of each simplex: the one whose backward step
+        # leads there; the last one closes the cycle
+        below = neighbours[:, 0]
+        order = torch.stack([(below[:, simplices[:, k]] == simplices[:, k + 1]).long().argmax(0)
+                             for k in range(d)], 1)
+        order = torch.cat([order, d * (d + 1) // 2 - order.sum(1, keepdim=True)], 1)
+        place = torch.empty_like(order).scatter_(
+            1, order, torch.arange(d + 1, device=device).expand_as(order).contiguous())
+        steps, worth = _simplex_paths(d, device)
+        # walk the two paths of every ordered pair of vertices (k, l) of every simplex, one
+        # row (U, (d + 1)² · 2) per direction in the blur's order: a step of −1, 0, +1 reads
+        # part 0, 1, 2 of (below, itself, above), int32 where it fits
+        small = torch.int32 if 3 * (missing + 1) < 2**31 else torch.int64
+        moves = torch.stack([neighbours[:, 0], torch.arange(missing + 1, device=device)
+                             .expand(d + 1, -1), neighbours[:, 1]], 1).to(small).flatten(1)
+        offsets = ((steps + 1) * (missing + 1)).to(small).flatten(0, 2).t().contiguous()
+        source = torch.arange(d + 1, device=device).view(1, -1, 1).expand(d + 1, -1, 2)
+        at = simplices[:, source.flatten()].to(small)
+        for direction in range(d + 1):
+            at = moves[direction][offsets.index_select(0, place[:, direction]) + at]
+        blur = ((at != missing).view(len(first), -1, 2).to(self.weight.dtype)
+                * worth.to(self.weight.dtype).view(-1, 2)).sum(2)
+        blur = blur + torch.eye(d + 1, dtype=blur.dtype, device=device).view(-1)
+        weight = self.weight
+        pairs = (weight[:, :, None] * weight[:, None, :]).flatten(1)
+        self_weight = (pairs * blur.index_select(0, of_point)).sum(1)
+        return self_weight.view(-1) / (1.0 + 2.0 ** -d)
+
     def _matrices(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         """Splat ``(M + 1, N)`` and slice ``(N, M + 1)`` as sparse CSR matrices of the
         barycentric weights (row M of the lattice is the empty neighbour), built once per
@@ -196,6 +243,47 @@ def lattice_filter(features: Tensor, values: Tensor) -> Tensor:
     """The permutohedral Gaussian filter of ``values`` ``(N, C)`` at ``features`` ``(N, d)``
     (one-off: build the :class:`PermutohedralLattice` once to filter several value sets)."""
     return PermutohedralLattice(features).filter(values)
+
+
+def _unique_rows(rows: Tensor, base: int) -> tuple[Tensor, Tensor]:
+    """Each row's place among the distinct rows of ``rows`` ``(N, k)`` (entries in [0, base)),
+    and one row of each: stable sorts by int64 codes of as many columns as fit, last first
+    (much faster than ``torch.unique(dim=0)``)."""
+    width = max(1, int(_CODE_BITS // math.log2(max(base, 2))))
+    codes = []
+    for start in range(0, rows.shape[1], width):
+        code = rows[:, start].clone()
+        for column in range(start + 1, min(start + width, rows.shape[1])):
+            code.mul_(base).add_(rows[:, column])
+        codes.append(code)
+    order = torch.arange(len(rows), device=rows.device)
+    for code in reversed(codes):
+        order = order[code[order].sort(stable=True)[1]]
+    new = torch.zeros(len(rows), dtype=torch.bool, device=rows.device)
+    for code in codes:
+        ordered = code[order]
+        new[1:] |= ordered[1:] != ordered[:-1]
+    new[0] = True
+    place = torch.empty_like(order).scatter_(0, order, new.cumsum(0) - 1)
+    return place, order[new]
+
+
+def _simplex_paths(d: int, device) -> tuple[Tensor, Tensor]:
+    """The two blur paths between vertices l and k of a simplex whose consecutive vertices
+    differ by the directions at places 0, …, d: ``steps[k, l, path, place]`` in {−1, 0, 1}
+    (the step along the direction at that place) and ``worth[k, l, path]`` = 2^−steps. From
+    l to k > l the directions at places l, …, k − 1 are taken backwards (or all others
+    forwards), to k < l those at places k, …, l − 1 forwards (or all others backwards), and
+    a vertex reaches itself by all directions forwards or all backwards (besides staying,
+    counted apart)."""
+    place = torch.arange(d + 1, device=device)
+    target, source = place.view(-1, 1, 1), place.view(1, -1, 1)
+    inside = (place >= torch.minimum(target, source)) & (place < torch.maximum(target, source))
+    sign = torch.where(target > source, -1, 1)
+    steps = torch.stack([torch.where(inside | (target == source), sign, 0),
+                         torch.where(inside, 0, -sign)], 2)
+    worth = 0.5 ** (steps != 0).sum(-1).double()
+    return steps, worth
 
 
 def _elevate(features: Tensor) -> Tensor:

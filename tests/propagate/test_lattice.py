@@ -248,3 +248,19 @@ def test_lattice_crf_equals_pydensecrf():
     got = crf(rgb.permute(2, 0, 1)[None] / 255, probs.float())
     assert torch.equal(got.argmax(1), peer.argmax(1))
     assert float((got - peer).abs().max()) < 1e-3
+
+
+@pytest.mark.parametrize("dim, scale", [(1, 3.0), (2, 1.0), (3, 4.0), (5, 2.0), (7, 3.0),
+                                        (12, 1e6)])
+def test_diagonal_is_the_filter_of_each_unit_vector_read_at_its_point(dim, scale):
+    # dense and sparse lattices (vertices missing on the blur's paths), and one too wide for
+    # int64 vertex codes; the diagonal of the filter's matrix, column by column
+    generator = torch.Generator().manual_seed(dim)
+    features = torch.rand(60, dim, generator=generator, dtype=torch.float64) * scale
+    features[:5] = features[5]  # points sharing a simplex
+    lattice = PermutohedralLattice(features)
+    expected = torch.diagonal(lattice.filter(torch.eye(60, dtype=torch.float64)))
+    torch.testing.assert_close(lattice.diagonal(), expected, rtol=1e-12, atol=1e-15)
+    single = PermutohedralLattice(torch.tensor([[0.3, 0.7]], dtype=torch.float32))
+    assert single.diagonal().dtype == torch.float32
+    torch.testing.assert_close(single.diagonal(), single.filter(torch.ones(1, 1))[:, 0])
