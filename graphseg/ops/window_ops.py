@@ -164,13 +164,15 @@ def aggregate_unchecked(weight: Tensor, values: Tensor, offsets: Tensor, *,
     return reference.window_aggregate(weight, values, offsets.cpu(), out=out)
 
 
-def fused_power_available(weight: Tensor, values: Tensor) -> bool:
+def fused_power_available(weight: Tensor, values: Tensor, *others: Tensor) -> bool:
     """Whether :func:`aggregate_power_fused` can run on these tensors: the extension's CPU
-    kernel (float32 or float64), and no gradient asked for (the fused kernel records none)."""
+    kernel (float32 or float64), and no gradient asked for through any of them (the fused kernel
+    records none)."""
     ext = _ext_for(weight, values)
     if ext is None or weight.device.type != "cpu":
         return False
-    return not (torch.is_grad_enabled() and (weight.requires_grad or values.requires_grad))
+    return not (torch.is_grad_enabled()
+                and any(t.requires_grad for t in (weight, values, *others)))
 
 
 def aggregate_power_fused(weight: Tensor, values: Tensor, offsets: Tensor,

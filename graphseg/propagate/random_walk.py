@@ -128,13 +128,16 @@ def irn_affinity(boundary: Tensor, *, radius: int = 5, self_weight: float = 1.0)
 
 def _walk(graph, values: Tensor, beta: float, num_steps: int) -> Tensor:
     operator = transition(graph, beta)
-    if isinstance(operator, WindowGraph) and fused_power_available(operator.weight, values):
-        # The compiled multi-step kernel, with the self loop as one more window entry at (0, 0).
+    if isinstance(operator, WindowGraph):
         weight, offsets = operator.weight, operator.offsets.to(operator.weight.device)
-        if operator.self_weight is not None:
-            weight = torch.cat([weight, operator.self_weight.expand(-1, 1, -1, -1)], 1)
-            offsets = torch.cat([offsets, offsets.new_zeros(1, 2)])
-        return aggregate_power_fused(weight, values.contiguous(), offsets, num_steps)
+        self_weight = operator.self_weight
+        extra = () if self_weight is None else (self_weight,)
+        if fused_power_available(weight, values, *extra):
+            # The compiled multi-step kernel, with the self loop as one more window entry (0, 0).
+            if self_weight is not None:
+                weight = torch.cat([weight, self_weight.expand(-1, 1, -1, -1)], 1)
+                offsets = torch.cat([offsets, offsets.new_zeros(1, 2)])
+            return aggregate_power_fused(weight, values.contiguous(), offsets, num_steps)
     for _ in range(num_steps):
         values = operator._aggregate(values)
     return values

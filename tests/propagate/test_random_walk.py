@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from graphseg import feature_graph, pixel_graph, window_offsets
+from graphseg import WindowGraph, feature_graph, pixel_graph, window_offsets
 from graphseg.ops import reference
 from graphseg.propagate import (
     background_channel,
@@ -71,7 +71,13 @@ def test_compiled_walk_equals_step_by_step(dtype):
     torch.testing.assert_close(out, expected, **tol)
     with torch.enable_grad():
         traced = random_walk(graph, probs.clone().requires_grad_(), beta=4, num_steps=12)
+        # a gradient through the self weight alone also takes the step-by-step path
+        self_weight = torch.ones(2, 1, 37, 29, dtype=dtype, requires_grad=True)
+        learned = random_walk(WindowGraph(graph.weight, graph.offsets, self_weight=self_weight),
+                              probs, beta=4, num_steps=12)
     torch.testing.assert_close(traced.detach(), expected, **tol)
+    torch.testing.assert_close(learned.detach(), expected, **tol)
+    assert learned.requires_grad
 
 
 def test_background_channel():
