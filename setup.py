@@ -10,6 +10,10 @@ Environment:
     GRAPHSEG_BUILD_CUDA=0   never build the CUDA kernels; FORCE_CUDA=1 builds them even when no
                             GPU is visible (torch must be a CUDA build). TORCH_CUDA_ARCH_LIST is
                             honoured by torch's build helpers.
+    GRAPHSEG_CPU_LEVEL=3    compile the CPU kernels for x86-64-v3 (AVX2) and the baseline only
+                            (1: the baseline only; 4, the default, adds AVX-512), e.g. to measure
+                            the AVX2 kernels on an AVX-512 machine. ``graphseg_ext.cpu_clone()``
+                            names the clone that runs.
 """
 
 import glob
@@ -49,6 +53,10 @@ def _extensions():
     # uses OpenMP: without -fopenmp it silently runs on one thread. The linked libgomp.so.1 is
     # the one torch has already loaded.
     cxx_flags = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd"]
+    cpu_level = os.environ.get("GRAPHSEG_CPU_LEVEL", "4")
+    if cpu_level not in ("1", "3", "4"):
+        raise ValueError(f"GRAPHSEG_CPU_LEVEL must be 1, 3 or 4, got {cpu_level!r}")
+    cxx_flags.append(f"-DGRAPHSEG_CPU_LEVEL={cpu_level}")
     link_flags = []
     if torch._C.has_openmp and sys.platform.startswith("linux"):
         cxx_flags.append("-fopenmp")

@@ -1,9 +1,11 @@
 """Benchmark of the compiled window ops (graphseg_ext) against pure-PyTorch formulations.
 
-Prints one JSON line per measurement: first the measured memcpy bandwidth, then per case the
-median time of the extension, of graphseg's reference ops and (for local_affinity) of the other
-pure-PyTorch formulations below, all measured in this run, with their ratios, the bandwidth floor
-of the case (bytes that must move / memcpy bandwidth) and the peak memory of each implementation.
+Prints one JSON line per measurement: first the machine (CPU model, and the instruction-set clone
+of the kernels that runs: AVX-512, AVX2 or baseline), then the measured memcpy bandwidth, then per
+case the median time of the extension, of graphseg's reference ops and (for local_affinity) of the
+other pure-PyTorch formulations below, all measured in this run, with their ratios, the bandwidth
+floor of the case (bytes that must move / memcpy bandwidth) and the peak memory of each
+implementation.
 
 Cases (DESIGN §3, §7): local_affinity 512×512 C=3 and 64×64 C=448, window_aggregate 512×512 C=21,
 each with the disk window of radius 5 (K = 80), float32, forward and backward.
@@ -30,6 +32,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from common import copy_bandwidth, machine
 
 import graphseg_ext
 from graphseg import window_offsets
@@ -199,15 +202,6 @@ def _median_ms(fn: Callable[[], object], repeats: int, budget_s: float) -> float
     return statistics.median(times) * 1e3
 
 
-def _memcpy_bandwidth(repeats: int) -> dict:
-    src = torch.rand(64 << 20)  # 256 MiB
-    dst = torch.empty_like(src)
-    ms = _median_ms(lambda: dst.copy_(src), repeats, 5.0)
-    moved = 2 * src.nbytes  # read + write
-    return {"case": "memcpy", "bytes_moved": moved, "median_ms": round(ms, 3),
-            "gib_per_s": round(moved / (ms / 1e3) / 2**30, 2), "threads": THREADS}
-
-
 def _floor_bytes(case: str, pass_: str) -> int:
     op, shape = CASES[case]
     batch, channels, height, width = shape
@@ -324,9 +318,10 @@ def main() -> None:
         sys.exit("graphseg_ext is not built: nothing to benchmark")
     torch.set_num_threads(THREADS)
     repeats, budget_s = (5, 2.0) if args.quick else (15, 8.0)
-    copy = _memcpy_bandwidth(repeats)
+    print(json.dumps({"case": "machine", **machine()}), flush=True)
+    copy = copy_bandwidth(repeats=repeats)
+    bandwidth = copy.pop("bytes_per_s")
     print(json.dumps(copy), flush=True)
-    bandwidth = copy["bytes_moved"] / (copy["median_ms"] / 1e3)
     for case in CASES:
         for pass_ in ("forward", "backward", "forward_backward"):
             print(json.dumps(_run_case(case, pass_, bandwidth, repeats, budget_s)), flush=True)

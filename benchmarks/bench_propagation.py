@@ -6,8 +6,11 @@ Cases (each runs in its own process so that its peak memory is its own):
   scribbled labels, against ``skimage.segmentation.random_walker`` in modes ``bf`` (the exact
   solution; label agreement) and ``cg_mg`` (speed; needs pyamg).
 - ``random_walk``: random_walk(preset-free, β 8, 256 steps) of 21 class maps on the full
-  resolution disk r=5 pixel graph of the astronaut: time and peak memory, against the dense
-  N×N matrix the reference code would build.
+  resolution disk r=5 pixel graph of the astronaut: time, its memory-bandwidth floor (the bytes
+  one step must move — weights read, values read and written — times the steps, over the copy
+  bandwidth measured in the same run) and the ratio, the step-by-step path (one
+  window_aggregate per step, timed over 16 steps) and peak memory, against the dense N×N matrix
+  the reference code would build.
 - ``label_spreading``: against PyG's LabelPropagation on the converted graph with the same
   symmetric normalisation.
 - ``crf``: the CRF (psa preset) on the permutohedral lattice and windowed, against pydensecrf2
@@ -28,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import DEFAULT_DATA, emit, machine, median_seconds
+from common import DEFAULT_DATA, copy_bandwidth, cpu_clone, emit, machine, median_seconds
 from skimage import data as skdata
 
 import graphseg
@@ -43,6 +46,7 @@ from graphseg.propagate import (
     label_spreading,
     random_walk,
     random_walker_graph,
+    transition,
 )
 from graphseg.seeds import rasterize_points
 
@@ -90,18 +94,43 @@ def case_harmonic(args) -> None:
 def case_random_walk(args) -> None:
     image = skdata.astronaut()
     graph = graphseg.pixel_graph(image, radius=5, self_weight=1.0)
-    probs = torch.softmax(torch.randn(1, 21, 512, 512, generator=torch.Generator().manual_seed(0)),
-                          1)
+    classes, steps = 21, 256
+    probs = torch.softmax(
+        torch.randn(1, classes, 512, 512, generator=torch.Generator().manual_seed(0)), 1)
     baseline = _peak_rss_mib()
+    start, cpu_start = time.perf_counter(), time.process_time()
+    walked = random_walk(graph, probs, beta=8, num_steps=steps)
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    peak = _peak_rss_mib()
+    copy = copy_bandwidth(repeats=args.repeats)  # after the walk: its buffers count for no peak
+    # The floor of one step: read the weights (the window's planes and the self-loop plane that
+    # the normalisation makes per-pixel) and the values, write the values.
+    element = probs.element_size()
+    step_bytes = (graph.num_offsets + 1) * graph.num_nodes * element + 2 * probs.numel() * element
+    floor = step_bytes * steps / copy["bytes_per_s"]
+    # The step-by-step path (one window_aggregate per step) over a few steps, for comparison.
+    loop_steps = 16
     start = time.perf_counter()
-    random_walk(graph, probs, beta=8, num_steps=256)
-    seconds = time.perf_counter() - start
+    looped = probs
+    operator = transition(graph, 8)
+    for _ in range(loop_steps):
+        looped = operator._aggregate(looped)
+    loop_seconds = time.perf_counter() - start
+    fused_short = random_walk(graph, probs, beta=8, num_steps=loop_steps)
     nodes = graph.num_nodes
-    emit({"case": "random_walk", "image": "astronaut 512x512", "classes": 21, "offsets": 80,
-          "steps": 256, "backend": ops.backend(), "seconds": round(seconds, 2),
-          "peak_rss_mib": round(_peak_rss_mib(), 1),
-          "peak_rss_over_inputs_mib": round(_peak_rss_mib() - baseline, 1),
-          "dense_matrix_gib": round(nodes * nodes * 4 / 2**30, 1)})
+    emit({"case": "random_walk", "image": "astronaut 512x512", "classes": classes,
+          "offsets": graph.num_offsets, "steps": steps, "backend": ops.backend(),
+          "cpu_clone": cpu_clone(), "seconds": round(seconds, 2),
+          "cpu_seconds_all_threads": round(cpu_seconds, 2),
+          "copy_gib_per_s": copy["gib_per_s"], "bytes_per_step": step_bytes,
+          "floor_s": round(floor, 3), "over_floor": round(seconds / floor, 2),
+          "step_by_step_s_per_step": round(loop_seconds / loop_steps, 4),
+          "speedup_vs_step_by_step": round(loop_seconds / loop_steps * steps / seconds, 2),
+          "max_abs_difference_vs_step_by_step_16_steps":
+              float((looped - fused_short).abs().max()),
+          "peak_rss_mib": round(peak, 1), "peak_rss_over_inputs_mib": round(peak - baseline, 1),
+          "dense_matrix_gib": round(nodes * nodes * 4 / 2**30, 1),
+          "finite": bool(torch.isfinite(walked).all())})
 
 
 def case_label_spreading(args) -> None:

@@ -34,6 +34,38 @@ def emit(record: dict) -> None:
     print(json.dumps(record), flush=True)
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux), else what :mod:`platform` knows."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_clone() -> str | None:
+    """The instruction-set clone of graphseg_ext's CPU kernels that runs here (None: not built)."""
+    import graphseg_ext
+
+    return graphseg_ext.cpu_clone() if graphseg_ext.is_available() else None
+
+
+def copy_bandwidth(*, repeats: int = 5) -> dict:
+    """Median bandwidth of a 256 MiB tensor copy (bytes read + written per second), the memory
+    floor's yardstick; measure it in the same run as what it is compared with."""
+    src = torch.rand(64 << 20)
+    dst = torch.empty_like(src)
+    seconds = median_seconds(lambda: dst.copy_(src), repeats=repeats)
+    moved = 2 * src.nbytes
+    return {"case": "memcpy", "bytes_moved": moved, "median_ms": round(seconds * 1e3, 3),
+            "gib_per_s": round(moved / seconds / 2**30, 2), "threads": torch.get_num_threads(),
+            "bytes_per_s": moved / seconds}
+
+
 def machine() -> dict:
     return {"torch": torch.__version__, "threads": torch.get_num_threads(),
-            "cpu": platform.processor() or platform.machine()}
+            "cpu": platform.processor() or platform.machine(), "cpu_model": cpu_model(),
+            "cpu_clone": cpu_clone()}

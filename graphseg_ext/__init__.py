@@ -25,10 +25,12 @@ else:
     from graphseg_ext import _registration  # noqa: F401  (fake kernels and autograd)
 
 __all__ = [
+    "cpu_clone",
     "is_available",
     "local_affinity",
     "supports",
     "window_aggregate",
+    "window_aggregate_power",
     "window_aggregate_transpose",
     "window_dot",
 ]
@@ -51,6 +53,16 @@ def supports(tensor: Tensor) -> bool:
     if tensor.device.type == "cuda":
         return bool(_C.WITH_CUDA) and tensor.dtype in _CUDA_DTYPES
     return False
+
+
+def cpu_clone() -> str:
+    """The instruction-set clone of the CPU kernels that runs on this CPU.
+
+    The CPU kernels are compiled for x86-64-v4 (AVX-512), x86-64-v3 (AVX2, FMA) and the baseline,
+    and the loader picks the best one the CPU supports; a build with ``GRAPHSEG_CPU_LEVEL=3`` has
+    no AVX-512 clone. Returns e.g. ``"x86-64-v3 (AVX2, FMA)"``.
+    """
+    return _ops().cpu_clone()
 
 
 def _ops():
@@ -116,6 +128,31 @@ def window_aggregate(weight: Tensor, values: Tensor, offsets: Tensor, *,
     """
     return _call("window_aggregate", (weight, values),
                  (weight, values, _offsets_for(offsets, values)), out)
+
+
+def window_aggregate_power(weight: Tensor, values: Tensor, offsets: Tensor, num_steps: int, *,
+                           steps_per_pass: int = 0) -> Tensor:
+    """``num_steps`` window aggregations in a row, ``A^t v`` (CPU float32 and float64 only).
+
+    Equals calling :func:`window_aggregate` ``num_steps`` times (up to float rounding: the sums
+    are the same, in the same order), with far less memory traffic: each pass over the image
+    runs several steps on bands of rows whose intermediate rows stay in cache, so the weights and
+    the values are read from memory once per pass rather than once per step. Not differentiable;
+    the random walk uses it when no gradient is needed.
+
+    Args:
+        weight: ``(B, K, H, W)`` edge weights.
+        values: ``(B, C, H, W)`` node values, same dtype.
+        offsets: ``(K, 2)`` integer offsets matching ``weight``.
+        num_steps: number of aggregations t >= 0 (0 returns a copy of ``values``).
+        steps_per_pass: steps per pass over the image; 0 (default) picks the most whose
+            working set fits the cache.
+
+    Returns:
+        ``(B, C, H, W)`` tensor.
+    """
+    return _ops().window_aggregate_power(weight, values, _offsets_for(offsets, values),
+                                         num_steps, steps_per_pass)
 
 
 def window_aggregate_transpose(weight: Tensor, values: Tensor, offsets: Tensor, *,

@@ -66,6 +66,11 @@ def _window_aggregate_transpose_out_fake(weight, values, offsets, out):
     return None
 
 
+@register_fake("graphseg_ext::window_aggregate_power")
+def _window_aggregate_power_fake(weight, values, offsets, num_steps, steps_per_pass=0):
+    return values.new_empty(values.shape)
+
+
 @register_fake("graphseg_ext::window_dot")
 def _window_dot_fake(left, right, offsets):
     return left.new_empty(_pair_shape(left, offsets))

@@ -11,6 +11,7 @@ import contextlib
 import warnings
 from collections.abc import Iterator
 
+import torch
 from torch import Tensor
 
 from graphseg import _checks
@@ -161,6 +162,24 @@ def aggregate_unchecked(weight: Tensor, values: Tensor, offsets: Tensor, *,
     if ext is not None:
         return ext.window_aggregate(weight, values, offsets, out=out)
     return reference.window_aggregate(weight, values, offsets.cpu(), out=out)
+
+
+def fused_power_available(weight: Tensor, values: Tensor, *others: Tensor) -> bool:
+    """Whether :func:`aggregate_power_fused` can run on these tensors: the extension's CPU
+    kernel (float32 or float64), and no gradient asked for through any of them (the fused kernel
+    records none)."""
+    ext = _ext_for(weight, values)
+    if ext is None or weight.device.type != "cpu":
+        return False
+    return not (torch.is_grad_enabled()
+                and any(t.requires_grad for t in (weight, values, *others)))
+
+
+def aggregate_power_fused(weight: Tensor, values: Tensor, offsets: Tensor,
+                          num_steps: int) -> Tensor:
+    """``num_steps`` window aggregations in a row, ``A^t v``, in the extension's multi-step
+    kernel; inputs are trusted and :func:`fused_power_available` must hold."""
+    return _load_extension().window_aggregate_power(weight, values, offsets, num_steps)
 
 
 def window_aggregate_transpose(weight: Tensor, values: Tensor, offsets: Tensor) -> Tensor:

@@ -2,8 +2,12 @@
 
 The references build the dense N×N transition matrix and square it ``logt`` times; here the same
 ``T^t`` is applied as ``t`` windowed steps, each a :func:`graphseg.ops.window_aggregate` — the
-matrix power of a windowed operator fills in and is no longer windowed. Iteration carries labels
-about r·√t pixels; full-resolution seeded problems want :func:`graphseg.harmonic`.
+matrix power of a windowed operator fills in and is no longer windowed. On CPU with the compiled
+extension, and when no gradient is asked for, the ``t`` steps run in one kernel
+(``graphseg_ext.window_aggregate_power``) that does several steps per pass over the image, so
+that the weights and values are read from memory once per pass instead of once per step.
+Iteration carries labels about r·√t pixels; full-resolution seeded problems want
+:func:`graphseg.harmonic`.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from graphseg import _checks
 from graphseg.graph.edges import as_graph
 from graphseg.graph.offsets import window_offsets
 from graphseg.graph.window import WindowGraph
+from graphseg.ops.window_ops import aggregate_power_fused, fused_power_available
 from graphseg.propagate._common import node_values, propagation_graph
 
 __all__ = [
@@ -123,6 +128,16 @@ def irn_affinity(boundary: Tensor, *, radius: int = 5, self_weight: float = 1.0)
 
 def _walk(graph, values: Tensor, beta: float, num_steps: int) -> Tensor:
     operator = transition(graph, beta)
+    if isinstance(operator, WindowGraph):
+        weight, offsets = operator.weight, operator.offsets.to(operator.weight.device)
+        self_weight = operator.self_weight
+        extra = () if self_weight is None else (self_weight,)
+        if fused_power_available(weight, values, *extra):
+            # The compiled multi-step kernel, with the self loop as one more window entry (0, 0).
+            if self_weight is not None:
+                weight = torch.cat([weight, self_weight.expand(-1, 1, -1, -1)], 1)
+                offsets = torch.cat([offsets, offsets.new_zeros(1, 2)])
+            return aggregate_power_fused(weight, values.contiguous(), offsets, num_steps)
     for _ in range(num_steps):
         values = operator._aggregate(values)
     return values

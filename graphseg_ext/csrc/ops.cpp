@@ -109,6 +109,9 @@ TORCH_LIBRARY(graphseg_ext, m) {
         "Tensor(a!) out) -> ()");
   m.def("window_dot(Tensor left, Tensor right, Tensor offsets) -> Tensor");
   m.def("window_dot_out(Tensor left, Tensor right, Tensor offsets, Tensor(a!) out) -> ()");
+  m.def("window_aggregate_power(Tensor weight, Tensor values, Tensor offsets, int num_steps, "
+        "int steps_per_pass=0) -> Tensor");
+  m.def("cpu_clone() -> str", &cpu_clone);
 }
 
 }  // namespace graphseg_ext

@@ -7,6 +7,8 @@
 //   static at::Tensor empty(sizes, options)                  a fresh contiguous output
 //   static void pair(left, right, offsets, PairKind, out)    out (B, K, H, W)
 //   static void gather(coef, values, offsets, Gather, out)   out (B, C, H, W)
+// and optionally
+//   static void power(coef, values, offsets, num_steps, steps_per_pass, out)   A^t values
 // where the kernels write every element of a checked, contiguous `out`; WindowOps<Backend> turns
 // them into the registered ops.
 #pragma once
@@ -14,6 +16,7 @@
 #include <ATen/core/Tensor.h>
 #include <torch/library.h>
 
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -29,6 +32,9 @@ enum class PairKind { L1, L2, Dot };
 // both with h = the neighbour value. The gradients of local_affinity use both passes, with
 // h = the neighbour value (Dot), sign(centre - neighbour) (L1) or 2 (centre - neighbour) (L2).
 enum class Gather { Aggregate, Transpose, L1Grad, L2Grad, DotGrad };
+
+// The instruction-set clone of the CPU kernels that runs on this CPU, e.g. "x86-64-v3 (AVX2, FMA)".
+std::string cpu_clone();
 
 // Parses "l1" | "l2" | "dot"; throws with the accepted names otherwise.
 PairKind parse_kind(std::string_view kind);
@@ -133,6 +139,21 @@ struct WindowOps {
   static void window_aggregate_transpose_out(const at::Tensor& weight, const at::Tensor& values,
                                              const at::Tensor& offsets, const at::Tensor& out) {
     gather_out("window_aggregate_transpose", weight, values, offsets, Gather::Transpose, out);
+  }
+
+  // A^num_steps values; only backends with a `power` kernel (CPU) register it.
+  static at::Tensor window_aggregate_power(const at::Tensor& weight, const at::Tensor& values,
+                                           const at::Tensor& offsets, int64_t num_steps,
+                                           int64_t steps_per_pass) {
+    check_aggregate_args("window_aggregate_power", weight, values, offsets);
+    TORCH_CHECK_VALUE(num_steps >= 0, "window_aggregate_power: num_steps must be >= 0, got ",
+                      num_steps);
+    TORCH_CHECK_VALUE(steps_per_pass >= 0,
+                      "window_aggregate_power: steps_per_pass must be >= 0 (0: automatic), got ",
+                      steps_per_pass);
+    at::Tensor out = Backend::empty(values.sizes(), values.options());
+    Backend::power(weight, values, offsets, num_steps, steps_per_pass, out);
+    return out;
   }
 
   // Registers every op's kernel for the dispatch key of `m` (TORCH_LIBRARY_IMPL).

@@ -251,6 +251,7 @@ def _opcheck_cases():
         (ops.window_dot.default, (features, features.detach().flip(3).requires_grad_(), off)),
         (ops.window_dot_out.default,
          (features.detach(), features.detach().flip(2), off, pair_out.clone())),
+        (ops.window_aggregate_power.default, (weight.detach(), features.detach(), off, 3)),
     ]
     return cases
 
@@ -313,6 +314,104 @@ def test_argument_errors():
         graphseg_ext.window_aggregate(torch.ones(1, 8, 4, 5, dtype=torch.float64), features, off)
     with pytest.raises(RuntimeError, match="Half"):
         graphseg_ext.local_affinity(features.half(), off, "l1")
+
+
+def test_cpu_clone_names_a_clone():
+    assert graphseg_ext.cpu_clone().split(" ")[0] in ("x86-64-v4", "x86-64-v3", "default",
+                                                      "single")
+
+
+def _dense_operator(weight, offsets):
+    """The (H W, H W) matrix of the window operator of one batch item, entry by entry:
+    A[p, p + o_k] += weight[k, p] for neighbours inside the image."""
+    count, height, width = weight.shape
+    dense = weight.new_zeros(height * width, height * width)
+    for k, (dy, dx) in enumerate(offsets.tolist()):
+        for y in range(height):
+            for x in range(width):
+                if 0 <= y + dy < height and 0 <= x + dx < width:
+                    dense[y * width + x, (y + dy) * width + x + dx] += weight[k, y, x]
+    return dense
+
+
+def test_window_aggregate_power_equals_the_matrix_power():
+    # A self entry (0, 0) as the random walk adds it; 7x6 is smaller than the 5-row reach.
+    offsets = torch.cat([window_offsets(2), torch.zeros(1, 2, dtype=torch.int64)])
+    weight = _rand((2, offsets.shape[0], 7, 6), torch.float64, 30).abs()
+    values = _rand((2, 3, 7, 6), torch.float64, 31)
+    for steps, per_pass in [(0, 0), (1, 0), (5, 0), (5, 2), (6, 4)]:
+        out = graphseg_ext.window_aggregate_power(weight, values, offsets, steps,
+                                                  steps_per_pass=per_pass)
+        for b in range(2):
+            power = torch.linalg.matrix_power(_dense_operator(weight[b], offsets), steps)
+            expected = (power @ values[b].reshape(3, -1).t()).t().reshape(3, 7, 6)
+            torch.testing.assert_close(out[b], expected, rtol=1e-10, atol=1e-12)
+
+
+# (B, C, H, W), offsets, steps, steps per pass: one pixel, one class, rows shorter than a
+# vector, odd sizes, images shorter than the window and than the halos of a pass, passes with
+# unequal steps, channel groups with remainders (21 as in the random walk, 30), bands of 64 and
+# more rows (one per thread).
+POWER_CASES = [
+    ((1, 1, 1, 1), "disk1", 3, 0),
+    ((1, 1, 9, 13), "disk3", 4, 0),
+    ((2, 3, 5, 3), "square2", 7, 3),
+    ((1, 2, 7, 1), "psa3", 5, 2),
+    ((2, 5, 12, 64), "rings124", 9, 4),
+    ((1, 21, 40, 37), "disk3", 11, 0),
+    ((1, 30, 17, 20), "disk1", 8, 8),
+    ((1, 7, 70, 23), "disk3", 10, 5),
+    ((2, 4, 131, 19), "psa3", 13, 0),
+]
+
+
+@pytest.mark.parametrize(("shape", "offsets", "steps", "per_pass"), POWER_CASES,
+                         ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else str(v))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_window_aggregate_power_matches_repeated_aggregation(shape, offsets, steps, per_pass,
+                                                             dtype):
+    batch, channels, height, width = shape
+    off = torch.cat([OFFSETS[offsets], torch.zeros(1, 2, dtype=torch.int64)])
+    weight = _rand((batch, off.shape[0], height, width), dtype, 32).abs()
+    weight = weight / weight.sum(1, keepdim=True)  # rows of a transition: values stay bounded
+    values = _rand(shape, dtype, 33)
+    expected = values
+    for _ in range(steps):
+        expected = reference.window_aggregate(weight, expected, off)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # bands of 64 rows and more run on threads of their own
+    try:
+        out = graphseg_ext.window_aggregate_power(weight, values, off, steps,
+                                                  steps_per_pass=per_pass)
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(out, expected, **TOL[dtype])
+
+
+def test_window_aggregate_power_skips_entries_without_neighbours():
+    # Offsets that never have a neighbour inside the image: their NaN weights must never be read.
+    off = torch.cat([window_offsets(3), torch.tensor([[0, 0], [40, 0], [0, -30]])])
+    weight = _rand((1, off.shape[0], 33, 17), torch.float64, 34).abs()
+    weight[:, -2:] = float("nan")
+    values = _rand((1, 3, 33, 17), torch.float64, 35)
+    expected = values
+    for _ in range(6):
+        expected = reference.window_aggregate(weight[:, :-2], expected, off[:-2])
+    out = graphseg_ext.window_aggregate_power(weight, values, off, 6, steps_per_pass=3)
+    torch.testing.assert_close(out, expected)
+
+
+def test_window_aggregate_power_errors():
+    off = window_offsets(1, "square")
+    weight, values = torch.ones(1, 8, 4, 5), torch.ones(1, 2, 4, 5)
+    with pytest.raises(ValueError, match="num_steps must be >= 0"):
+        graphseg_ext.window_aggregate_power(weight, values, off, -1)
+    with pytest.raises(ValueError, match="steps_per_pass must be >= 0"):
+        graphseg_ext.window_aggregate_power(weight, values, off, 2, steps_per_pass=-2)
+    with pytest.raises(ValueError, match="must share B, H and W"):
+        graphseg_ext.window_aggregate_power(torch.ones(1, 8, 4, 4), values, off, 2)
+    with pytest.raises(TypeError, match="share a dtype"):
+        graphseg_ext.window_aggregate_power(weight.double(), values, off, 2)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

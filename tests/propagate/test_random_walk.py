@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from graphseg import feature_graph, pixel_graph, window_offsets
+from graphseg import WindowGraph, feature_graph, pixel_graph, window_offsets
+from graphseg.ops import reference
 from graphseg.propagate import (
     background_channel,
     irn_affinity,
@@ -50,6 +51,33 @@ def test_mass_and_gradient(graph):
     ones = torch.ones(1, 1, 6, 7, dtype=torch.float64)
     torch.testing.assert_close(random_walk(graph, ones, num_steps=7), ones)
     assert torch.autograd.gradcheck(lambda c: random_walk(graph, c, beta=2, num_steps=2), (cams,))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_compiled_walk_equals_step_by_step(dtype):
+    # Without gradients the extension runs all the steps in one kernel; with them, or with the
+    # reference backend, each step is one window_aggregate plus the self loop.
+    generator = torch.Generator().manual_seed(4)
+    features = torch.rand(2, 3, 37, 29, generator=generator, dtype=dtype)
+    graph = feature_graph(features, radius=3, self_weight=1.0)
+    probs = torch.rand(2, 5, 37, 29, generator=generator, dtype=dtype)
+    out = random_walk(graph, probs, beta=4, num_steps=12)
+    step = graph.power(4).normalize("row")
+    expected = probs
+    for _ in range(12):
+        expected = (reference.window_aggregate(step.weight, expected, step.offsets)
+                    + step.self_weight * expected)
+    tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {}
+    torch.testing.assert_close(out, expected, **tol)
+    with torch.enable_grad():
+        traced = random_walk(graph, probs.clone().requires_grad_(), beta=4, num_steps=12)
+        # a gradient through the self weight alone also takes the step-by-step path
+        self_weight = torch.ones(2, 1, 37, 29, dtype=dtype, requires_grad=True)
+        learned = random_walk(WindowGraph(graph.weight, graph.offsets, self_weight=self_weight),
+                              probs, beta=4, num_steps=12)
+    torch.testing.assert_close(traced.detach(), expected, **tol)
+    torch.testing.assert_close(learned.detach(), expected, **tol)
+    assert learned.requires_grad
 
 
 def test_background_channel():
