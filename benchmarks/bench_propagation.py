@@ -13,20 +13,24 @@ Cases (each runs in its own process so that its peak memory is its own):
   the reference code would build.
 - ``label_spreading``: against PyG's LabelPropagation on the converted graph with the same
   symmetric normalisation.
-- ``crf``: the CRF (psa preset) on the permutohedral lattice and windowed, against pydensecrf2
-  on the voc14 images of the data folder, from the harmonic probabilities of the clicks: label
-  agreement, mIoU, seconds.
+- ``crf``: the CRF (psa preset) on the permutohedral lattice (compiled, and with tensor
+  operations) and windowed, against pydensecrf2 on the voc14 images of the data folder, from
+  the harmonic probabilities of the clicks, on the classes present and on all 21: label
+  agreement, mIoU, seconds, time ratio.
 
     python benchmarks/bench_propagation.py [--case NAME] [--data ../shared/data] [--limit N]
+        [--threads 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -165,7 +169,28 @@ def _miou(pred: torch.Tensor, mask: torch.Tensor, num_classes: int) -> float:
     return mean_iou(confusion_matrix(pred, mask, num_classes=num_classes))
 
 
+def _pydensecrf(dcrf, unary_from_softmax, rgb, probs: torch.Tensor, settings) -> np.ndarray:
+    """pydensecrf's usual five lines: the labels of its mean field."""
+    classes, height, width = probs.shape
+    model = dcrf.DenseCRF2D(width, height, classes)
+    model.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(probs.numpy().astype(np.float32))))
+    model.addPairwiseGaussian(sxy=settings["smooth_sxy"], compat=settings["smooth_compat"])
+    model.addPairwiseBilateral(sxy=settings["app_sxy"], srgb=settings["app_srgb"],
+                               rgbim=np.ascontiguousarray(rgb), compat=settings["app_compat"])
+    return np.argmax(np.array(model.inference(settings["num_iter"])), 0).reshape(height, width)
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
 def case_crf(args) -> None:
+    """Per image: the lattice CRF (compiled lattice of graphseg_ext when it is built), the same
+    with the tensor-op lattice (``lattice_reference``), the windowed CRF and pydensecrf on the
+    classes present; then the compiled lattice and pydensecrf on all the dataset's classes
+    (``_all`` keys; the absent ones get probability 0, clipped as the unary clips it)."""
     folder = Path(args.data) / "voc14"
     if not folder.exists():
         emit({"case": "crf", "skipped": f"no data at {folder}"})
@@ -174,9 +199,10 @@ def case_crf(args) -> None:
         import pydensecrf.densecrf as dcrf
         from pydensecrf.utils import unary_from_softmax
     except ImportError:
-        dcrf = None
+        dcrf = unary_from_softmax = None
     settings = graphseg.propagate.CRF_PRESETS["psa"]
     dataset = SegmentationFolder(folder, weak="points")
+    classes = dataset.num_classes
     rows = []
     for index in range(min(args.limit, len(dataset))):
         sample = dataset[index]
@@ -187,39 +213,44 @@ def case_crf(args) -> None:
         remap = torch.full((256,), 255, dtype=torch.int64)
         remap[present] = torch.arange(len(present))
         probs = harmonic(random_walker_graph(image), remap[seeds])
-        classes = dataset.num_classes
-        row = {"image": sample["name"],
+        everything = probs.new_zeros(1, classes, height, width)
+        everything[:, present] = probs
+        row = {"image": sample["name"], "classes_present": len(present),
                "miou_harmonic": _miou(present[probs[0].argmax(0)], mask, classes)}
         labels = {}
-        for method in CRF_METHODS:
-            start = time.perf_counter()
-            labels[method] = present[crf(image, probs, method=method)[0].argmax(0)]
-            row[f"graphseg_{method}_s"] = time.perf_counter() - start
-            row[f"miou_graphseg_{method}"] = _miou(labels[method], mask, classes)
+        runs = [(method, method, probs, present) for method in CRF_METHODS]
+        runs += [("lattice_reference", "lattice", probs, present),
+                 ("lattice_all", "lattice", everything, torch.arange(classes))]
+        for name, method, given, names in runs:
+            with ops.use_backend("reference" if name == "lattice_reference" else "auto"):
+                marginals, seconds = _timed(partial(crf, image, given, method=method))
+            labels[name] = names[marginals[0].argmax(0)]
+            row[f"graphseg_{name}_s"] = seconds
+            row[f"miou_graphseg_{name}"] = _miou(labels[name], mask, classes)
         if dcrf is not None:
             rgb = (image.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
-            start = time.perf_counter()
-            model = dcrf.DenseCRF2D(width, height, len(present))
-            model.setUnaryEnergy(np.ascontiguousarray(
-                unary_from_softmax(probs[0].numpy().astype(np.float32))))
-            model.addPairwiseGaussian(sxy=settings["smooth_sxy"], compat=settings["smooth_compat"])
-            model.addPairwiseBilateral(sxy=settings["app_sxy"], srgb=settings["app_srgb"],
-                                       rgbim=np.ascontiguousarray(rgb),
-                                       compat=settings["app_compat"])
-            peer = np.argmax(np.array(model.inference(settings["num_iter"])), 0).reshape(
-                height, width)
-            peer = present[torch.from_numpy(peer)]
-            row.update({"pydensecrf_s": time.perf_counter() - start,
-                        "miou_pydensecrf": _miou(peer, mask, classes)})
-            for method in CRF_METHODS:
-                row[f"agreement_{method}"] = float((peer == labels[method]).float().mean())
-                row[f"speedup_{method}"] = row["pydensecrf_s"] / row[f"graphseg_{method}_s"]
+            for suffix, given, names in (("", probs, present),
+                                         ("_all", everything, torch.arange(classes))):
+                peer, seconds = _timed(partial(_pydensecrf, dcrf, unary_from_softmax, rgb,
+                                               given[0], settings))
+                peer = names[torch.from_numpy(peer)]
+                row[f"pydensecrf{suffix}_s"] = seconds
+                row[f"miou_pydensecrf{suffix}"] = _miou(peer, mask, classes)
+                for name in labels:
+                    if name.endswith("_all") == (suffix == "_all"):
+                        row[f"agreement_{name}"] = float((peer == labels[name]).float().mean())
+                        row[f"speedup_{name}"] = (row[f"pydensecrf{suffix}_s"]
+                                                  / row[f"graphseg_{name}_s"])
         rows.append(row)
-    summary = {"case": "crf", "images": len(rows), "preset": "psa", "backend": ops.backend()}
+    summary = {"case": "crf", "images": len(rows), "preset": "psa", "backend": ops.backend(),
+               "classes_all": classes, **machine(),
+               # the machine's other work: threads that wait for each other suffer most
+               "load_average": round(os.getloadavg()[0], 2)}
     for key in rows[0]:
         if key != "image":
             summary[key] = round(float(np.median([row[key] for row in rows])), 4)
-    summary["note"] = "medians over images; probabilities from harmonic on the clicks"
+    summary["note"] = ("medians over images (ratios: medians of the per-image ratios, pydensecrf "
+                       "measured in the same run); probabilities from harmonic on the clicks")
     emit(summary)
 
 
@@ -234,14 +265,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="label spreading steps")
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--limit", type=int, default=14)
+    parser.add_argument("--threads", type=int, default=2, help="torch's intra-op threads")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     if args.case:
         CASES[args.case](args)
         return
     emit({"case": "machine", **machine(), "backend": ops.backend()})
     forwarded = [f"--repeats={args.repeats}", f"--steps={args.steps}", f"--data={args.data}",
-                 f"--limit={args.limit}"]
+                 f"--limit={args.limit}", f"--threads={args.threads}"]
     for name in CASES:
         subprocess.run([sys.executable, __file__, "--case", name, *forwarded], check=False)
 

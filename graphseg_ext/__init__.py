@@ -1,4 +1,4 @@
-"""Compiled window ops for graphseg (C++ CPU and CUDA kernels).
+"""Compiled window ops and permutohedral lattice for graphseg (C++ CPU and CUDA kernels).
 
 The ops are registered with the PyTorch dispatcher as ``torch.ops.graphseg_ext.*`` (schemas and
 kernels in ``csrc/``, fake kernels and autograd in :mod:`graphseg_ext._registration`), so they work
@@ -9,10 +9,13 @@ Importing this package never fails: when the compiled library ``graphseg_ext._C`
 does not load, :func:`is_available` returns False and graphseg uses its pure-PyTorch reference.
 
 Kernels: CPU float32 and float64; CUDA float16, bfloat16, float32 and float64 when the
-extension was built against a CUDA-enabled torch.
+extension was built against a CUDA-enabled torch. The lattice ops are CPU only (graphseg builds
+CUDA lattices with tensor operations).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -27,6 +30,9 @@ else:
 __all__ = [
     "cpu_clone",
     "is_available",
+    "lattice_build",
+    "lattice_filter",
+    "lattice_filter_sum",
     "local_affinity",
     "supports",
     "window_aggregate",
@@ -195,3 +201,65 @@ def window_dot(left: Tensor, right: Tensor, offsets: Tensor, *,
     """
     return _call("window_dot", (left, right),
                  (left, right, _offsets_for(offsets, left)), out)
+
+
+def lattice_build(features: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The permutohedral lattice of ``features`` (Adams, Baek & Davis, Eurographics 2010, §3.1
+    and Alg. 1), as :class:`graphseg.propagate.PermutohedralLattice` builds it.
+
+    Args:
+        features: ``(N, d)`` float64 CPU positions, 1 ≤ d ≤ 32, already scaled by the kernel's
+            standard deviations and with their gaps closed; ``|features| · 2d(d + 1)`` below
+            2^29 (the vertices have int32 coordinates).
+
+    Returns:
+        ``index`` ``(N, d + 1)`` int32, the vertices of each point's simplex; ``weight``
+        ``(N, d + 1)`` float64, their barycentric weights; ``neighbours`` ``(d + 1, 2, M)``
+        int32, each vertex's neighbours along the d + 1 lattice directions (−, +), ``M`` where
+        the lattice has none.
+    """
+    return _ops().lattice_build(features)
+
+
+def lattice_filter(values: Tensor, index: Tensor, splat_weight: Tensor, slice_weight: Tensor,
+                   neighbours: Tensor, *, reverse: bool = False) -> Tensor:
+    """Splat ``values`` onto the lattice of :func:`lattice_build` with ``splat_weight``, blur
+    along the directions 0..d (d..0 when ``reverse``), slice with ``slice_weight`` times
+    1 / (1 + 2^-d).
+
+    With both weights the barycentric ones this is the lattice's Gaussian filter; swapping them
+    and flipping ``reverse`` gives its exact transpose, which is the gradient in ``values``
+    (the only differentiable input). Per-point factors folded into the weights, ``a`` into the
+    splat and ``b`` into the slice, give ``b ⊙ filter(a ⊙ values)`` in one pass.
+
+    Args:
+        values: ``(N, C)`` float32 or float64 CPU values, any strides.
+        index, neighbours: from :func:`lattice_build` (trusted: not checked entry by entry).
+        splat_weight, slice_weight: ``(N, d + 1)`` in the dtype of ``values``.
+        reverse: blur in the opposite order.
+
+    Returns:
+        ``(N, C)`` tensor.
+    """
+    return _ops().lattice_filter(values, index, splat_weight, slice_weight, neighbours, reverse)
+
+
+def lattice_filter_sum(values: Tensor, base: Tensor, index: list[Tensor],
+                       splat_weight: list[Tensor], slice_weight: list[Tensor],
+                       neighbours: list[Tensor], *, upper: float = math.inf) -> Tensor:
+    """``min(base + Σ_l filter_l(values), upper)`` over several lattices (the lists hold one
+    tensor each, as :func:`lattice_filter` takes them), as the mean field of a CRF sums its
+    kernels' messages: each lattice is splatted and blurred on a thread of its own and all are
+    sliced in one pass over the points. Not differentiable.
+
+    Args:
+        values: ``(N, C)`` float32 or float64 CPU values, any strides.
+        base: ``(N, C)`` added to the sum, any strides; the result has its layout.
+        index, splat_weight, slice_weight, neighbours: one entry per lattice.
+        upper: the result is capped at this value.
+
+    Returns:
+        ``(N, C)`` tensor.
+    """
+    return _ops().lattice_filter_sum(values, base, index, splat_weight, slice_weight, neighbours,
+                                     upper)

@@ -14,6 +14,9 @@ order (``A`` is the windowed graph of ``weight``, ``v`` the values):
 - ``window_dot(a, b)[k, p] = <a(p), b(p + o_k)>``: d/da = ``window_aggregate(g, b)``,
   d/db = ``window_aggregate_transpose(g, a)``.
 
+``lattice_filter`` is linear in its values: its gradient is the transposed filter, the same op
+with the splat and slice weights swapped and the blur order reversed.
+
 ``local_affinity`` has a fused first derivative (``local_affinity_backward``); its higher
 derivatives, rarely needed (gradient penalties, Hessian-vector products), are taken through the
 pure-PyTorch reference of ``local_affinity``.
@@ -154,3 +157,38 @@ register_autograd("graphseg_ext::window_aggregate", _window_aggregate_backward,
 register_autograd("graphseg_ext::window_aggregate_transpose",
                   _window_aggregate_transpose_backward, setup_context=_save_inputs)
 register_autograd("graphseg_ext::window_dot", _window_dot_backward, setup_context=_save_inputs)
+
+
+@register_fake("graphseg_ext::lattice_build")
+def _lattice_build_fake(features):
+    points, dim = features.shape
+    vertices = torch.library.get_ctx().new_dynamic_size()
+    return (features.new_empty(points, dim + 1, dtype=torch.int32),
+            features.new_empty(points, dim + 1),
+            features.new_empty(dim + 1, 2, vertices, dtype=torch.int32))
+
+
+@register_fake("graphseg_ext::lattice_filter")
+def _lattice_filter_fake(values, index, splat_weight, slice_weight, neighbours, reverse=False):
+    return values.new_empty(values.shape)
+
+
+@register_fake("graphseg_ext::lattice_filter_sum")
+def _lattice_filter_sum_fake(values, base, index, splat_weight, slice_weight, neighbours, upper):
+    return torch.empty_like(base)
+
+
+def _save_lattice_inputs(ctx, inputs, output):
+    _, index, splat_weight, slice_weight, neighbours, reverse = inputs
+    ctx.save_for_backward(index, splat_weight, slice_weight, neighbours)
+    ctx.reverse = reverse
+
+
+def _lattice_filter_backward(ctx, grad):
+    index, splat_weight, slice_weight, neighbours = ctx.saved_tensors
+    return (_ops.lattice_filter(grad.contiguous(), index, slice_weight, splat_weight, neighbours,
+                                not ctx.reverse), None, None, None, None, None)
+
+
+register_autograd("graphseg_ext::lattice_filter", _lattice_filter_backward,
+                  setup_context=_save_lattice_inputs)

@@ -19,10 +19,13 @@ so ``filter = slice · blur · splat`` with ``slice = splatᵀ``, which approxim
 factor. Each direction's blur is symmetric, but on a lattice holding only the vertices the
 points touch the directions do not commute, so the filter is nearly, not exactly, symmetric
 (as pydensecrf's). Its cost is linear in the points and the
-lattice vertices they touch, independent of the kernel's width. This module builds the
-lattice with tensor operations (sorting integer keys instead of a hash table), so it runs on
-any device; splat and slice are sparse CSR products and the blur gathers, and the gradient
-with respect to the values is the exact transpose (the blurs in the opposite order).
+lattice vertices they touch, independent of the kernel's width. On the CPU the compiled
+kernels of ``graphseg_ext`` build the lattice (a hash table of the vertices, one shard per
+thread) and filter with it; elsewhere, or without the extension, this module builds it with
+tensor operations (sorting integer keys instead of a hash table), so it runs on any device,
+with splat and slice as sparse CSR products and the blur as gathers. Both build the same
+lattice from the same float64 arithmetic and agree within float rounding; the gradient with
+respect to the values is the exact transpose (the blurs in the opposite order).
 """
 
 from __future__ import annotations
@@ -34,17 +37,28 @@ import torch
 from torch import Tensor
 
 from graphseg import _checks
+from graphseg.ops import window_ops
 
 __all__ = ["PermutohedralLattice", "lattice_filter"]
 
 _CODE_BITS = 62
 """Bits of the int64 codes that name a lattice vertex by its first d coordinates (wider
 lattices are named by rows of coordinates, which is slower)."""
+_EXT_MAX_DIM = 32
+"""Most feature dimensions of the compiled lattice (the kernels keep a point on the stack)."""
+_EXT_COORD_LIMIT = 2.0**29
+"""Bound on the elevated coordinates of the compiled lattice (int32 vertex coordinates, with
+room for the simplex corners and the neighbour steps)."""
 
 
 class PermutohedralLattice:
     """The permutohedral lattice of a point set: each point's simplex vertices and
     barycentric weights, and each vertex's neighbours along the lattice directions.
+
+    CPU lattices are built and filtered by the compiled kernels of ``graphseg_ext`` when it is
+    loaded (and :func:`graphseg.ops.use_backend` has not chosen ``"reference"``), other ones
+    with tensor operations; both build the same lattice (only the numbering of the vertices
+    differs) and agree within float rounding.
 
     Args:
         features: ``(N, d)`` float positions in feature space, already divided by the
@@ -52,10 +66,11 @@ class PermutohedralLattice:
 
     Attributes:
         dim: d.
-        index: ``(N, d + 1)`` int64 vertex of each point's simplex corner.
+        index: ``(N, d + 1)`` vertex of each point's simplex corner (int32 when compiled,
+            else int64).
         weight: ``(N, d + 1)`` barycentric weights (non-negative, summing to 1 per point).
-        neighbours: ``(d + 1, 2, M)`` int64 neighbours of the M vertices along each
-            direction (−, +); ``M`` where the neighbour holds no point.
+        neighbours: ``(d + 1, 2, M)`` neighbours of the M vertices along each direction
+            (−, +); ``M`` where the neighbour holds no point (int32 when compiled, else int64).
     """
 
     def __init__(self, features: Tensor) -> None:
@@ -66,61 +81,28 @@ class PermutohedralLattice:
         if features.shape[1] == 0:
             raise ValueError(f"features must have at least one dimension, got shape "
                              f"{tuple(features.shape)}")
-        if not bool(torch.isfinite(features).all()):
-            raise ValueError("features must be finite")
+        if features.shape[0] == 0:
+            raise ValueError(f"features must hold at least one point, got shape "
+                             f"{tuple(features.shape)}")
         self.dim = d = features.shape[1]
         self.num_points = features.shape[0]
-        device = features.device
-        elevated = _elevate(_close_gaps(features.double(), _reach(d)))
-        rem0, rank = _enclosing_simplex(elevated)
-        # barycentric coordinates (Adams et al., Alg. 1): the sorted differences to rem0
-        delta = (elevated - rem0) / (d + 1)
-        bary = torch.zeros(self.num_points, d + 2, dtype=torch.float64, device=device)
-        bary.scatter_add_(1, d - rank, delta)
-        bary.scatter_add_(1, d + 1 - rank, -delta)
-        bary[:, 0] += 1 + bary[:, d + 1]
-        self.weight = bary[:, : d + 1].to(features.dtype)
-        # vertex k of the simplex: rem0 plus the canonical simplex's vertex k, permuted by
-        # rank: k where rank <= d - k, k - (d + 1) above
-        k = torch.arange(d + 1, device=device).view(1, d + 1, 1)
-        shift = torch.where(rank[:, None, :] <= d - k, k, k - (d + 1))
-        keys = rem0[:, None, :].long() + shift  # (N, d + 1 vertices, d + 1 coordinates)
-        keys = keys[..., :d].reshape(-1, d)  # the last coordinate is minus their sum
-        # the neighbour along direction j: every coordinate ∓1, coordinate j ±d
-        steps = torch.full((d + 1, 2, d), 1, dtype=torch.int64, device=device)
-        steps[:, 1] = -1
-        for direction in range(d):
-            steps[direction, 0, direction], steps[direction, 1, direction] = -d, d
-        low = keys.amin(0) - (d + 1)
-        base = int((keys.amax(0) - low).amax()) + d + 2
-        if d * math.log2(base) < _CODE_BITS:  # vertices named by one int64 each
-            powers = base ** torch.arange(d, device=device, dtype=torch.int64)
-            # one sort gives the vertices, each corner's vertex, and the corners of each
-            # vertex in order (the splat matrix's rows)
-            ordered, by_vertex = ((keys - low) @ powers).sort(stable=True)
-            first = torch.ones_like(ordered, dtype=torch.bool)
-            first[1:] = ordered[1:] != ordered[:-1]
-            unique = ordered[first]
-            inverse = torch.empty_like(by_vertex).scatter_(0, by_vertex, first.cumsum(0) - 1)
-            self._by_vertex = by_vertex
-            coords = _decode(unique, low, base, d)
-            wanted = ((coords[None, None] + steps[:, :, None] - low) @ powers)
-            found = torch.searchsorted(unique, wanted).clamp_max(len(unique) - 1)
-            neighbours = torch.where(unique[found] == wanted, found, len(unique))
-        else:  # too wide for one int64: rows of coordinates, and their neighbours with them
-            self._by_vertex = None
-            coords, inverse = torch.unique(keys, dim=0, return_inverse=True)
-            wanted = (coords[None, None] + steps[:, :, None]).reshape(-1, d)
-            everything, ids = torch.unique(torch.cat([coords, wanted]), dim=0,
-                                           return_inverse=True)
-            vertex = torch.full((len(everything),), len(coords), dtype=torch.int64,
-                                device=device)
-            vertex[ids[: len(coords)]] = torch.arange(len(coords), device=device)
-            neighbours = vertex[ids[len(coords):]].view(d + 1, 2, len(coords))
-        self.index = inverse.view(self.num_points, d + 1)
-        self.num_vertices = len(coords)
-        self.neighbours = neighbours
-        self._sparse: dict[torch.dtype, tuple[Tensor, Tensor]] = {}
+        wide = features.double()
+        low, high = torch.aminmax(wide, dim=0)  # NaN and ±inf reach the extremes
+        if not bool(torch.isfinite(torch.cat([low, high])).all()):
+            raise ValueError("features must be finite")
+        closed = _close_gaps(wide, _reach(d), low, high)
+        extent = float(closed.abs().amax() if closed is not wide
+                       else torch.maximum(-low, high).amax())
+        self._ext = _extension_for(closed, extent)
+        self._by_vertex = None
+        if self._ext is not None:
+            self.index, weight, self.neighbours = self._ext.lattice_build(closed)
+        else:
+            self.index, weight, self.neighbours, self._by_vertex = _build(closed)
+        self.weight = weight.to(features.dtype)
+        self.num_vertices = self.neighbours.shape[2]
+        # per dtype: the compiled filter's weights, or the sparse splat and slice matrices
+        self._cache: dict[torch.dtype, Tensor | tuple[Tensor, Tensor]] = {}
 
     def filter(self, values: Tensor) -> Tensor:
         """``(N, C)`` → ``(N, C)``: splat, blur, slice (differentiable in ``values``)."""
@@ -178,28 +160,37 @@ class PermutohedralLattice:
         self_weight = (pairs * blur.index_select(0, of_point)).sum(1)
         return self_weight.view(-1) / (1.0 + 2.0 ** -d)
 
+    def _compiled(self, dtype: torch.dtype) -> Tensor | None:
+        """The weights in ``dtype`` where the compiled filter runs it, else None."""
+        if self._ext is None or dtype not in (torch.float32, torch.float64):
+            return None
+        if dtype not in self._cache:
+            self._cache[dtype] = self.weight.to(dtype)
+        return self._cache[dtype]
+
     def _matrices(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         """Splat ``(M + 1, N)`` and slice ``(N, M + 1)`` as sparse CSR matrices of the
         barycentric weights (row M of the lattice is the empty neighbour), built once per
         dtype."""
-        if dtype not in self._sparse:
+        if dtype not in self._cache:
             d, n, m = self.dim, self.num_points, self.num_vertices + 1
-            device = self.index.device
+            index = self.index.long()
+            device = index.device
             # slice: each point's d + 1 vertices, columns sorted within the row
-            columns, order = self.index.sort(dim=1)
+            columns, order = index.sort(dim=1)
             weights = self.weight.to(dtype).gather(1, order)
             slice_ = _csr(torch.arange(0, n * (d + 1) + 1, d + 1, device=device),
                           columns.reshape(-1), weights.reshape(-1), (n, m))
             # splat: the transpose, each vertex's points in order
-            flat = self.index.reshape(-1)
+            flat = index.reshape(-1)
             by_vertex = (flat.argsort(stable=True) if self._by_vertex is None
                          else self._by_vertex)
             counts = torch.bincount(flat, minlength=m)
             rows = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
             splat = _csr(rows, by_vertex // (d + 1),
                          self.weight.to(dtype).reshape(-1)[by_vertex], (m, n))
-            self._sparse[dtype] = (splat, slice_)
-        return self._sparse[dtype]
+            self._cache[dtype] = (splat, slice_)
+        return self._cache[dtype]
 
     def _apply(self, values: Tensor, *, reverse: bool = False) -> Tensor:
         """The filter, or its transpose (``reverse``: the same blurs in the opposite order,
@@ -207,15 +198,115 @@ class PermutohedralLattice:
         given = values.dtype
         if given in (torch.float16, torch.bfloat16):
             values = values.float()
+        weight = self._compiled(values.dtype)
+        if weight is not None:
+            return self._ext.lattice_filter(values, self.index, weight, weight,
+                                            self.neighbours, reverse=reverse).to(given)
         splat, slice_ = self._matrices(values.dtype)
         lattice = splat @ values
         empty = values.new_zeros(1, values.shape[1])
         directions = range(self.dim + 1)
         for direction in reversed(directions) if reverse else directions:
-            below, above = self.neighbours[direction]
+            below, above = self.neighbours[direction].long()
             lattice = torch.cat([lattice[:-1] + 0.5 * (lattice[below] + lattice[above]),
                                  empty])
         return ((slice_ @ lattice) * (1.0 / (1.0 + 2.0 ** -self.dim))).to(given)
+
+
+class _FilterSum:
+    """``(values, base) ↦ min(base + Σ_m after_m ⊙ filter_m(before_m ⊙ values), upper)`` over
+    the ``(lattice, before, after)`` terms, for ``(N, C)`` values and base of any strides and
+    ``(N, 1)`` factors (not differentiable): the message of the CRF's mean field. With compiled
+    lattices it is one op, each lattice filtered on a thread of its own (the factors folded
+    into the weights once, here); else tensor operations."""
+
+    def __init__(self, terms: list[tuple[PermutohedralLattice, Tensor, Tensor]],
+                 upper: float) -> None:
+        self.terms, self.upper = terms, upper
+        weights = [lattice._compiled(before.dtype) for lattice, before, _ in terms]
+        self._ext = None
+        if terms and all(weight is not None for weight in weights):
+            self._ext = terms[0][0]._ext
+            pairs = list(zip(weights, terms, strict=True))
+            self._args = ([lattice.index for lattice, _, _ in terms],
+                          [weight * before for weight, (_, before, _) in pairs],
+                          [weight * after for weight, (_, _, after) in pairs],
+                          [lattice.neighbours for lattice, _, _ in terms])
+
+    def __call__(self, values: Tensor, base: Tensor) -> Tensor:
+        if self._ext is not None:
+            return self._ext.lattice_filter_sum(values, base, *self._args, upper=self.upper)
+        total = base.clone()
+        for lattice, before, after in self.terms:
+            total += after * lattice._apply(before * values)
+        return total.clamp_max_(self.upper)
+
+
+def _extension_for(features: Tensor, extent: float):
+    """``graphseg_ext`` where it builds the lattice of these gap-closed float64 features of
+    largest magnitude ``extent``: CPU, at most 32 dimensions, vertex coordinates within int32
+    (the elevated coordinates are at most 2d(d + 1)/√3 times the largest feature); else
+    None."""
+    d = features.shape[1]
+    if features.device.type != "cpu" or d > _EXT_MAX_DIM:
+        return None
+    ext = window_ops._ext_for(features)
+    if ext is None or extent * 2 * d * (d + 1) >= _EXT_COORD_LIMIT:
+        return None
+    return ext
+
+
+def _build(features: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """The lattice with tensor operations: each point's vertices ``(N, d + 1)``, its float64
+    barycentric weights, the neighbours ``(d + 1, 2, M)``, and the order of the points'
+    corners by vertex (None where the vertices are named by rows)."""
+    num_points, d = features.shape
+    device = features.device
+    elevated = _elevate(features)
+    rem0, rank = _enclosing_simplex(elevated)
+    # barycentric coordinates (Adams et al., Alg. 1): the sorted differences to rem0
+    delta = (elevated - rem0) / (d + 1)
+    bary = torch.zeros(num_points, d + 2, dtype=torch.float64, device=device)
+    bary.scatter_add_(1, d - rank, delta)
+    bary.scatter_add_(1, d + 1 - rank, -delta)
+    bary[:, 0] += 1 + bary[:, d + 1]
+    # vertex k of the simplex: rem0 plus the canonical simplex's vertex k, permuted by
+    # rank: k where rank <= d - k, k - (d + 1) above
+    k = torch.arange(d + 1, device=device).view(1, d + 1, 1)
+    shift = torch.where(rank[:, None, :] <= d - k, k, k - (d + 1))
+    keys = rem0[:, None, :].long() + shift  # (N, d + 1 vertices, d + 1 coordinates)
+    keys = keys[..., :d].reshape(-1, d)  # the last coordinate is minus their sum
+    # the neighbour along direction j: every coordinate ∓1, coordinate j ±d
+    steps = torch.full((d + 1, 2, d), 1, dtype=torch.int64, device=device)
+    steps[:, 1] = -1
+    for direction in range(d):
+        steps[direction, 0, direction], steps[direction, 1, direction] = -d, d
+    low = keys.amin(0) - (d + 1)
+    base = int((keys.amax(0) - low).amax()) + d + 2
+    by_vertex = None
+    if d * math.log2(base) < _CODE_BITS:  # vertices named by one int64 each
+        powers = base ** torch.arange(d, device=device, dtype=torch.int64)
+        # one sort gives the vertices, each corner's vertex, and the corners of each
+        # vertex in order (the splat matrix's rows)
+        ordered, by_vertex = ((keys - low) @ powers).sort(stable=True)
+        first = torch.ones_like(ordered, dtype=torch.bool)
+        first[1:] = ordered[1:] != ordered[:-1]
+        unique = ordered[first]
+        inverse = torch.empty_like(by_vertex).scatter_(0, by_vertex, first.cumsum(0) - 1)
+        coords = _decode(unique, low, base, d)
+        wanted = ((coords[None, None] + steps[:, :, None] - low) @ powers)
+        found = torch.searchsorted(unique, wanted).clamp_max(len(unique) - 1)
+        neighbours = torch.where(unique[found] == wanted, found, len(unique))
+    else:  # too wide for one int64: rows of coordinates, and their neighbours with them
+        coords, inverse = torch.unique(keys, dim=0, return_inverse=True)
+        wanted = (coords[None, None] + steps[:, :, None]).reshape(-1, d)
+        everything, ids = torch.unique(torch.cat([coords, wanted]), dim=0,
+                                       return_inverse=True)
+        vertex = torch.full((len(everything),), len(coords), dtype=torch.int64,
+                            device=device)
+        vertex[ids[: len(coords)]] = torch.arange(len(coords), device=device)
+        neighbours = vertex[ids[len(coords):]].view(d + 1, 2, len(coords))
+    return inverse.view(num_points, d + 1), bary[:, : d + 1], neighbours, by_vertex
 
 
 def _csr(rows: Tensor, columns: Tensor, values: Tensor, size: tuple[int, int]) -> Tensor:
@@ -332,15 +423,22 @@ def _reach(d: int) -> float:
     return 2 * (d + 3) * d / math.sqrt(2.0 / 3.0)
 
 
-def _close_gaps(features: Tensor, gap: float) -> Tensor:
+def _close_gaps(features: Tensor, gap: float, low: Tensor | None = None,
+                high: Tensor | None = None) -> Tensor:
     """Each feature axis with its gaps wider than ``gap`` shortened to ``gap``: distances
     below ``gap`` are kept, points farther apart stay at least ``gap`` apart (where the filter
     mixes nothing), so features of any finite range fit the lattice's integer coordinates.
     Axes beyond 2^40 in magnitude are also moved to start at 0 (float64 keeps their
     fractions); features without wide gaps or large values are returned as they are, so the
-    lattice is the one pydensecrf builds from them."""
+    lattice is the one pydensecrf builds from them. ``low`` and ``high``: each axis'
+    extremes, where the caller has them."""
     if len(features) < 2:  # one point mixes with nothing: any place will do
         return torch.zeros_like(features)
+    if low is None or high is None:
+        low, high = torch.aminmax(features, dim=0)
+    if float(torch.maximum(-low, high).amax()) <= 2.0**40 and _no_gaps(features, low, high,
+                                                                        gap):
+        return features
     order = features.argsort(0)
     ordered = features.gather(0, order)
     steps = ordered.diff(dim=0)
@@ -351,6 +449,25 @@ def _close_gaps(features: Tensor, gap: float) -> Tensor:
     closed = start + torch.cat([steps.new_zeros(1, features.shape[1]),
                                 steps.clamp_max(gap).cumsum(0)])
     return torch.empty_like(features).scatter_(0, order, closed)
+
+
+def _no_gaps(features: Tensor, low: Tensor, high: Tensor, gap: float) -> bool:
+    """Whether no axis holds two consecutive values more than ``gap`` apart (``low`` and
+    ``high``: each axis' extremes), decided without sorting: an axis narrower than ``gap`` has
+    none; a wider one is cut into equal bins narrower than gap / 3, and where every bin holds
+    a value, two consecutive values lie in the same or adjacent bins, less than 2 gap / 3
+    apart. False where a bin is empty, although the gaps may still be narrow enough (the
+    caller sorts then)."""
+    for axis in ((high - low) > gap).nonzero().flatten().tolist():
+        span = float(high[axis] - low[axis])
+        bins = math.floor(span / (gap / 3)) + 1
+        if bins > 2 * len(features):  # more bins than values: some are empty
+            return False
+        counts = torch.histc(features[:, axis], bins=bins, min=float(low[axis]),
+                             max=float(high[axis]))
+        if bool((counts == 0).any()):
+            return False
+    return True
 
 
 def _decode(codes: Tensor, low: Tensor, base: int, d: int) -> Tensor:

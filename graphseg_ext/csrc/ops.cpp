@@ -1,6 +1,7 @@
 // Operator schemas of graphseg_ext, the argument checks every backend shares, and the Python
 // module entry point. Kernels live in cpu/ and cuda/; autograd and fake kernels are registered
 // from Python (graphseg_ext/_registration.py).
+#include "lattice_ops.h"
 #include "window_ops.h"
 
 #include <ATen/MemoryOverlap.h>
@@ -97,6 +98,64 @@ void check_out_arg(const char* op, const at::Tensor& out, at::IntArrayRef shape,
   for (const at::Tensor& input : inputs) at::assert_no_overlap(out, input);
 }
 
+void check_lattice_features(const at::Tensor& features) {
+  TORCH_CHECK_VALUE(features.dim() == 2 && features.size(1) >= 1 && features.size(1) <= kMaxDim,
+                    "lattice_build: features must have shape (N, d) with 1 <= d <= ", kMaxDim,
+                    ", got ", features.sizes());
+  TORCH_CHECK_TYPE(features.scalar_type() == at::kDouble,
+                   "lattice_build: features must be float64, got ", features.scalar_type());
+}
+
+void check_lattice_filter_args(const at::Tensor& values, const at::Tensor& index,
+                               const at::Tensor& splat_weight, const at::Tensor& slice_weight,
+                               const at::Tensor& neighbours) {
+  const char* op = "lattice_filter";
+  TORCH_CHECK_VALUE(values.dim() == 2, op, ": values must have shape (N, C), got ",
+                    values.sizes());
+  TORCH_CHECK_TYPE(at::isFloatingType(values.scalar_type()), op,
+                   ": values must be floating point, got ", values.scalar_type());
+  TORCH_CHECK_VALUE(index.dim() == 2 && index.size(0) == values.size(0) && index.size(1) >= 2 &&
+                        index.size(1) <= kMaxDim + 1,
+                    op, ": index must have shape (N, d + 1) with N = ", values.size(0),
+                    " rows like values, got ", index.sizes());
+  TORCH_CHECK_TYPE(index.scalar_type() == at::kInt && neighbours.scalar_type() == at::kInt, op,
+                   ": index and neighbours must be int32, got ", index.scalar_type(), " and ",
+                   neighbours.scalar_type());
+  for (const auto& [name, weight] : {std::pair<const char*, const at::Tensor&>{"splat_weight",
+                                                                             splat_weight},
+                                      {"slice_weight", slice_weight}}) {
+    TORCH_CHECK_VALUE(weight.sizes() == index.sizes(), op, ": ", name,
+                      " must have index's shape ", index.sizes(), ", got ", weight.sizes());
+    check_same_kind(op, "values", values, name, weight);
+  }
+  TORCH_CHECK_VALUE(neighbours.dim() == 3 && neighbours.size(0) == index.size(1) &&
+                        neighbours.size(1) == 2,
+                    op, ": neighbours must have shape (d + 1, 2, M) with d + 1 = ", index.size(1),
+                    ", got ", neighbours.sizes());
+  for (const at::Tensor* t : {&index, &neighbours}) {
+    TORCH_CHECK_VALUE(t->device() == values.device(), op,
+                      ": index and neighbours must be on the device of values, ",
+                      values.device(), ", got ", t->device());
+  }
+}
+
+void check_lattice_sum_args(const at::Tensor& values, const at::Tensor& base,
+                            at::TensorList index, at::TensorList splat_weight,
+                            at::TensorList slice_weight, at::TensorList neighbours) {
+  const char* op = "lattice_filter_sum";
+  TORCH_CHECK_VALUE(!index.empty() && splat_weight.size() == index.size() &&
+                        slice_weight.size() == index.size() && neighbours.size() == index.size(),
+                    op, ": index, splat_weight, slice_weight and neighbours must be lists of one "
+                    "tensor per lattice (at least one), got lengths ", index.size(), ", ",
+                    splat_weight.size(), ", ", slice_weight.size(), " and ", neighbours.size());
+  TORCH_CHECK_VALUE(base.sizes() == values.sizes(), op, ": base must have the shape of values ",
+                    values.sizes(), ", got ", base.sizes());
+  check_same_kind(op, "values", values, "base", base);
+  for (std::size_t l = 0; l < index.size(); ++l) {
+    check_lattice_filter_args(values, index[l], splat_weight[l], slice_weight[l], neighbours[l]);
+  }
+}
+
 TORCH_LIBRARY(graphseg_ext, m) {
   m.def("local_affinity(Tensor features, Tensor offsets, str kind) -> Tensor");
   m.def("local_affinity_out(Tensor features, Tensor offsets, str kind, Tensor(a!) out) -> ()");
@@ -112,6 +171,11 @@ TORCH_LIBRARY(graphseg_ext, m) {
   m.def("window_aggregate_power(Tensor weight, Tensor values, Tensor offsets, int num_steps, "
         "int steps_per_pass=0) -> Tensor");
   m.def("cpu_clone() -> str", &cpu_clone);
+  m.def("lattice_build(Tensor features) -> (Tensor, Tensor, Tensor)");
+  m.def("lattice_filter(Tensor values, Tensor index, Tensor splat_weight, Tensor slice_weight, "
+        "Tensor neighbours, bool reverse=False) -> Tensor");
+  m.def("lattice_filter_sum(Tensor values, Tensor base, Tensor[] index, Tensor[] splat_weight, "
+        "Tensor[] slice_weight, Tensor[] neighbours, float upper) -> Tensor");
 }
 
 }  // namespace graphseg_ext

@@ -16,6 +16,11 @@ except RuntimeError as error:
     assert "not built" in str(error)
 else:
     raise AssertionError("calling an op without the library must raise")
+# the permutohedral lattice falls back to its tensor operations
+from graphseg.propagate import PermutohedralLattice
+lattice = PermutohedralLattice(torch.tensor([[0.0, 0.0], [0.5, 0.2]], dtype=torch.float64))
+assert lattice._ext is None
+assert lattice.filter(torch.ones(2, 1, dtype=torch.float64)).shape == (2, 1)
 """
 
 

@@ -1,6 +1,7 @@
 """The permutohedral lattice (graphseg.propagate.lattice) against the dense Gaussian filter
 written out pair by pair, and the fully connected CRF on it against a dense mean field and
-against pydensecrf where it is installed."""
+against pydensecrf where it is installed; each test runs with the compiled lattice of
+graphseg_ext and with the tensor-op one."""
 
 import numpy as np
 import pytest
@@ -8,6 +9,8 @@ import torch
 
 from graphseg.propagate import CRF_PRESETS, PermutohedralLattice, crf, dense_crf, lattice_filter
 from graphseg.propagate import lattice as lattice_module
+
+pytestmark = pytest.mark.usefixtures("each_backend")
 
 
 def dense_gaussian(features, values):
@@ -264,3 +267,24 @@ def test_diagonal_is_the_filter_of_each_unit_vector_read_at_its_point(dim, scale
     single = PermutohedralLattice(torch.tensor([[0.3, 0.7]], dtype=torch.float32))
     assert single.diagonal().dtype == torch.float32
     torch.testing.assert_close(single.diagonal(), single.filter(torch.ones(1, 1))[:, 0])
+
+
+def test_gaps_found_without_sorting_are_the_gaps_a_sort_finds():
+    # the binned check may only say "no gaps" where the sorted values have none wider than
+    # the gap; a dense grid has none, one moved block opens one
+    generator = torch.Generator().manual_seed(7)
+    grid = grid_features(40, 50, 3.0)
+    moved = grid.clone()
+    moved[moved[:, 0] > 8, 0] += 30
+    cases = {"grid": grid, "moved": moved,
+             "clusters": torch.cat([torch.rand(30, 2, generator=generator, dtype=torch.float64),
+                                    torch.rand(30, 2, generator=generator, dtype=torch.float64)
+                                    + 26])}
+    gap = lattice_module._reach(2)
+    found = {}
+    for name, features in cases.items():
+        low, high = torch.aminmax(features, dim=0)
+        found[name] = lattice_module._no_gaps(features, low, high, gap)
+        widest = float(features.sort(0).values.diff(dim=0).amax())
+        assert not found[name] or widest <= gap
+    assert found == {"grid": True, "moved": False, "clusters": False}
