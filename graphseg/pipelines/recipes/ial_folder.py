@@ -8,8 +8,8 @@ derives them), with every fit an epoch-wise pass over the folder instead of step
 image:
 
 1. seeds of every image from its weak labels (boxes: GrabCut's M_B; points, scribbles: the
-   superpixel-expanded M_P, M_S), each image resized to ``size``² (both networks are fully
-   convolutional; the labels are resized back);
+   superpixel-expanded M_P, M_S), each image resized to ``size`` × ``size`` (both networks
+   are fully convolutional; the labels are resized back);
 2. the unary network F learns from the seeds of all images (partial cross-entropy);
 3. each EM round: α_u of every image; confident regions Y mined from it (superpixels ≥
    ``ratio`` one class, kept where the region classifier f^m, trained with L_m on the mined
@@ -73,7 +73,7 @@ class IALFolderConfig:
     rounds: int = 2
     """EM rounds after the first unary fit."""
     size: int = 128
-    """Every image is resized to ``size``² for both networks."""
+    """Every image is resized to ``size`` × ``size`` for both networks."""
     stride: int = 2
     """Stride of both networks' outputs (the graph's resolution)."""
     unary_epochs: int = 12
@@ -91,7 +91,7 @@ class IALFolderConfig:
     ratio: float = 0.8
     """Share of a superpixel's pixels that makes it a confident region."""
     n_segments: int = 200
-    """SLIC superpixels per image at ``size``²."""
+    """SLIC superpixels per image at ``size`` × ``size``."""
     smoothness: float = 1.0
     """λ of the region smoothness loss ‖G − G_s‖²."""
     region_steps: int = 200
