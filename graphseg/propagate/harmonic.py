@@ -12,7 +12,7 @@ from graphseg.graph.window import WindowGraph
 from graphseg.ops.window_ops import affinity_unchecked
 from graphseg.propagate._common import IGNORE, node_seeds, one_hot, seed_classes
 from graphseg.propagate._multigrid import Multigrid
-from graphseg.propagate._threads import intra_op_threads, solve_threads
+from graphseg.propagate._threads import free_threads, intra_op_threads, solve_threads
 
 __all__ = ["harmonic", "random_walker_graph"]
 
@@ -33,12 +33,13 @@ def random_walker_graph(image, *, beta: float = 130.0, eps: float = 1e-10) -> Wi
     Args:
         image: ``(B, C, H, W)`` / ``(C, H, W)`` float in [0, 1] or any image form of docs/images.md.
     """
-    image = _checks.as_image_batch(image, "image")
     _checks.check_positive("beta", beta)
     _checks.check_positive("eps", eps, allow_zero=True)
-    channels = image.shape[1]
-    work = image[:, 0].numel() * len(FOUR_NEIGHBOURS)
-    with intra_op_threads(solve_threads(work, torch.get_num_threads())):
+    limit = torch.get_num_threads()
+    with intra_op_threads(free_threads(limit)):
+        image = _checks.as_image_batch(image, "image")
+        channels = image.shape[1]
+        torch.set_num_threads(solve_threads(image[:, 0].numel() * len(FOUR_NEIGHBOURS), limit))
         squared = affinity_unchecked(image, FOUR_NEIGHBOURS, "l2")
         std = image.reshape(image.shape[0], -1).std(1, correction=0).view(-1, 1, 1, 1)
         scale = beta / (10 * std.clamp_min(1e-12) * math.sqrt(channels))

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from graphseg import WindowGraph
 from graphseg.propagate import _multigrid, _threads, harmonic, random_walker_graph
 from graphseg.propagate._multigrid import Multigrid
 
@@ -54,24 +55,37 @@ def _large_problem():
     return random_walker_graph(image), seeds
 
 
+def _force_free_cores(monkeypatch, free):
+    """Two usable cores, ``free`` of them not held by other processes."""
+    monkeypatch.setattr(_threads, "_usable_cores", lambda: 2)
+    monkeypatch.setattr(_threads, "_running_elsewhere", lambda: 2 - free)
+
+
 def test_serial_solve_equals_threaded_solve(monkeypatch, two_threads):
     graph, seeds = _large_problem()
     assert seeds.numel() * 3 >= _threads.SERIAL_WORK
     used = []
-
-    def forced(count):
-        def free_threads(limit):
-            used.append(torch.get_num_threads())
-            return count
-        return free_threads
-
-    monkeypatch.setattr(_threads, "free_threads", forced(2))
+    aggregate = WindowGraph._aggregate
+    monkeypatch.setattr(WindowGraph, "_aggregate",
+                        lambda self, z: used.append(torch.get_num_threads()) or aggregate(self, z))
+    _force_free_cores(monkeypatch, 2)
     threaded = harmonic(graph, seeds, tol=1e-6)
-    monkeypatch.setattr(_threads, "free_threads", forced(1))
+    assert torch.get_num_threads() == 2
+    _force_free_cores(monkeypatch, 1)
     serial = harmonic(graph, seeds, tol=1e-6)
     assert torch.get_num_threads() == 2
-    assert 2 in used
+    assert set(used) == {1, 2}
     torch.testing.assert_close(serial, threaded, atol=1e-6, rtol=0)
+
+
+def test_random_walker_graph_is_equal_on_one_thread(monkeypatch, two_threads):
+    image = torch.rand(3, 160, 160, generator=torch.Generator().manual_seed(3))
+    _force_free_cores(monkeypatch, 2)
+    threaded = random_walker_graph(image)
+    _force_free_cores(monkeypatch, 1)
+    serial = random_walker_graph(image)
+    assert torch.get_num_threads() == 2
+    torch.testing.assert_close(serial.weight, threaded.weight, atol=1e-6, rtol=1e-5)
 
 
 def test_serial_coarse_levels_equal_threaded_ones(monkeypatch, two_threads):
