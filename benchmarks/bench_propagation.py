@@ -2,9 +2,11 @@
 
 Cases (each runs in its own process so that its peak memory is its own):
 
-- ``harmonic``: graphseg.harmonic on scikit-image's graph of the 512x512 astronaut with three
-  scribbled labels, against ``skimage.segmentation.random_walker`` in modes ``bf`` (the exact
-  solution; label agreement) and ``cg_mg`` (speed; needs pyamg).
+- ``harmonic``: graphseg.harmonic on scikit-image's graph of the 512x512 astronaut (or
+  ``--harmonic-size``) with three scribbled labels, against ``skimage.segmentation.random_walker``
+  in modes ``bf`` (the exact solution; label agreement) and ``cg_mg`` (speed; needs pyamg). Three
+  rows, each with the load average: the first call in a fresh process, the warm median, and the
+  warm median beside one CPU-bound competing process (both solvers under the same load).
 - ``random_walk``: random_walk(preset-free, β 8, 256 steps) of 21 class maps on the full
   resolution disk r=5 pixel graph of the astronaut: time, its memory-bandwidth floor (the bytes
   one step must move — weights read, values read and written — times the steps, over the copy
@@ -35,7 +37,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import DEFAULT_DATA, copy_bandwidth, cpu_clone, emit, machine, median_seconds
+from common import (
+    DEFAULT_DATA,
+    copy_bandwidth,
+    cpu_clone,
+    cpu_model,
+    emit,
+    machine,
+    median_seconds,
+)
 from skimage import data as skdata
 
 import graphseg
@@ -59,40 +69,98 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _harmonic_inputs(size: int):
+    """The astronaut scribbles at ``size``² (every 512/size-th pixel) and scikit-image's labels."""
+    image, seeds = astronaut_scribbles()
+    stride = 512 // size
+    image, seeds = image[::stride, ::stride].copy(), seeds[::stride, ::stride].copy()
+    return image, seeds, np.where(seeds == 255, 0, seeds + 1)
+
+
+def _harmonic_solvers(size: int) -> dict:
+    from skimage.segmentation import random_walker
+
+    image, seeds, labels = _harmonic_inputs(size)
+    seed_tensor = torch.from_numpy(seeds)[None]
+    return {"graphseg": lambda: harmonic(random_walker_graph(image), seed_tensor),
+            "skimage_cg_mg": lambda: random_walker(image, labels, beta=130, mode="cg_mg",
+                                                   channel_axis=-1)}
+
+
+# a fresh process times its first call: imports, inputs and solver set up before the clock starts
+_COLD = """import json, sys, time, warnings
+sys.path.insert(0, {here!r})
+warnings.simplefilter("ignore")
+import torch
+torch.set_num_threads(2)
+from bench_propagation import _harmonic_solvers
+solve = _harmonic_solvers({size})[{name!r}]
+start = time.perf_counter()
+solve()
+print(json.dumps(time.perf_counter() - start))
+"""
+
+
+def _cold_seconds(name: str, size: int) -> float:
+    code = _COLD.format(here=str(Path(__file__).parent), size=size, name=name)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def case_harmonic(args) -> None:
     from skimage.segmentation import random_walker
 
-    image, seeds = astronaut_scribbles()
-    labels = np.where(seeds == 255, 0, seeds + 1)
+    try:
+        import pyamg  # noqa: F401
+    except ImportError:
+        has_pyamg = False
+    else:
+        has_pyamg = True
+    size = args.harmonic_size
+    image, seeds, labels = _harmonic_inputs(size)
     start = time.perf_counter()
     exact = random_walker(image, labels, beta=130, mode="bf", channel_axis=-1) - 1
     bf_seconds = time.perf_counter() - start
-    record = {"case": "harmonic", "image": "astronaut 512x512, 3 scribbled labels",
-              "backend": ops.backend(), "skimage_bf_s": round(bf_seconds, 3)}
+    solvers = _harmonic_solvers(size)
+    if not has_pyamg:
+        del solvers["skimage_cg_mg"]
+    title = f"astronaut {size}x{size}, 3 scribbled labels"
+    base = {"case": "harmonic", "image": title, "backend": ops.backend(),
+            "cpu_model": cpu_model(), "threads": torch.get_num_threads()}
+
+    def row(kind: str, seconds: dict, **extra) -> dict:
+        record = {**base, "row": kind, **{f"{k}_s": round(v, 3) for k, v in seconds.items()}}
+        if "skimage_cg_mg" in seconds:
+            record["speedup_vs_cg_mg"] = round(seconds["skimage_cg_mg"] / seconds["graphseg"], 2)
+        else:
+            record["skimage_cg_mg_s"] = "pyamg not installed"
+        record.update(extra, loadavg=_load())
+        emit(record)
+        return record
+
+    cold = {name: _cold_seconds(name, size) for name in solvers}
+    warm = {name: median_seconds(solve, repeats=args.repeats) for name, solve in solvers.items()}
+    ours_labels = solvers["graphseg"]()[0].argmax(0).numpy()
+    row("cold_first_call", cold,
+        graphseg_cold_over_warm=round(cold["graphseg"] / warm["graphseg"], 2))
+    row("warm_median", warm, skimage_bf_s=round(bf_seconds, 3),
+        speedup_vs_bf=round(bf_seconds / warm["graphseg"], 2),
+        agreement_with_bf=round(float((ours_labels == exact).mean()), 5))
+    # one CPU-bound competitor for the whole measurement, on whichever core the kernel gives it
+    competitor = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        import pyamg  # noqa: F401
-
-        mg_seconds = median_seconds(
-            lambda: random_walker(image, labels, beta=130, mode="cg_mg", channel_axis=-1),
-            repeats=args.repeats)
-        record["skimage_cg_mg_s"] = round(mg_seconds, 3)
-    except ImportError:
-        mg_seconds = None
-        record["skimage_cg_mg_s"] = "pyamg not installed"
-    seed_tensor = torch.from_numpy(seeds)[None]
-
-    def ours():
-        return harmonic(random_walker_graph(image), seed_tensor)
-
-    seconds = median_seconds(ours, repeats=args.repeats)
-    ours_labels = ours()[0].argmax(0).numpy()
-    record.update({
-        "graphseg_s": round(seconds, 3),
-        "agreement_with_bf": round(float((ours_labels == exact).mean()), 5),
-        "speedup_vs_cg_mg": round(mg_seconds / seconds, 2) if mg_seconds else None,
-        "speedup_vs_bf": round(bf_seconds / seconds, 2),
-    })
-    emit(record)
+        time.sleep(0.5)
+        busy = {name: median_seconds(solve, repeats=args.repeats)
+                for name, solve in solvers.items()}
+    finally:
+        competitor.kill()
+        competitor.wait()
+    row("contended_one_busy_process", busy,
+        graphseg_contended_over_warm=round(busy["graphseg"] / warm["graphseg"], 2))
 
 
 def case_random_walk(args) -> None:
@@ -266,6 +334,8 @@ def main() -> None:
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--limit", type=int, default=14)
     parser.add_argument("--threads", type=int, default=2, help="torch's intra-op threads")
+    parser.add_argument("--harmonic-size", type=int, choices=(128, 256, 512), default=512,
+                        help="side of the astronaut for the harmonic case")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.case:
@@ -273,7 +343,8 @@ def main() -> None:
         return
     emit({"case": "machine", **machine(), "backend": ops.backend()})
     forwarded = [f"--repeats={args.repeats}", f"--steps={args.steps}", f"--data={args.data}",
-                 f"--limit={args.limit}", f"--threads={args.threads}"]
+                 f"--limit={args.limit}", f"--threads={args.threads}",
+                 f"--harmonic-size={args.harmonic_size}"]
     for name in CASES:
         subprocess.run([sys.executable, __file__, "--case", name, *forwarded], check=False)
 

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from graphseg.ops.reference import gather_neighbours
 from graphseg.ops.window_ops import aggregate_unchecked
+from graphseg.propagate._threads import SERIAL_WORK, intra_op_threads
 
 COARSEST = 24
 SMOOTHING = 0.9
@@ -121,7 +122,8 @@ def _add_prolonged(x: Tensor, coarse: Tensor, scale: float) -> Tensor:
 
 
 class Multigrid:
-    """A symmetric V(2, 2) cycle with damped Jacobi smoothing, usable as a CG preconditioner.
+    """A symmetric V(2, 2) cycle with damped Jacobi smoothing, usable as a CG preconditioner;
+    the levels below :data:`SERIAL_WORK` elements run on one thread.
 
     Args:
         weight: ``(B, K, H, W)`` symmetric edge weights (no self loops).
@@ -157,6 +159,10 @@ class Multigrid:
         self.coarse = _factor(torch.stack(matrices))
 
     def _cycle(self, depth: int, rhs: Tensor) -> Tensor:
+        if depth > 0 and rhs.numel() < SERIAL_WORK and torch.get_num_threads() > 1:
+            # the coarse levels' parallel regions cost more than they save (see _threads)
+            with intra_op_threads(1):
+                return self._cycle(depth, rhs)
         level = self.levels[depth]
         if depth == len(self.levels) - 1:
             batch, channels, height, width = rhs.shape

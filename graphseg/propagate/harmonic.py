@@ -12,6 +12,7 @@ from graphseg.graph.window import WindowGraph
 from graphseg.ops.window_ops import affinity_unchecked
 from graphseg.propagate._common import IGNORE, node_seeds, one_hot, seed_classes
 from graphseg.propagate._multigrid import Multigrid
+from graphseg.propagate._threads import free_threads, intra_op_threads, solve_threads
 
 __all__ = ["harmonic", "random_walker_graph"]
 
@@ -26,19 +27,23 @@ def random_walker_graph(image, *, beta: float = 130.0, eps: float = 1e-10) -> Wi
 
     with σ the standard deviation of the whole image (all channels together) and C its channel
     count, as in ``skimage.segmentation.random_walker`` (β = 130, ε = 1e-10), so that
-    :func:`harmonic` on this graph solves the same system.
+    :func:`harmonic` on this graph solves the same system. Like :func:`harmonic`, it runs on one
+    thread when it is small or when other processes hold the other cores.
 
     Args:
         image: ``(B, C, H, W)`` / ``(C, H, W)`` float in [0, 1] or any image form of docs/images.md.
     """
-    image = _checks.as_image_batch(image, "image")
     _checks.check_positive("beta", beta)
     _checks.check_positive("eps", eps, allow_zero=True)
-    channels = image.shape[1]
-    squared = affinity_unchecked(image, FOUR_NEIGHBOURS, "l2")
-    std = image.reshape(image.shape[0], -1).std(1, correction=0).view(-1, 1, 1, 1)
-    scale = beta / (10 * std.clamp_min(1e-12) * math.sqrt(channels))
-    return WindowGraph(torch.exp(-scale * squared) + eps, FOUR_NEIGHBOURS)
+    limit = torch.get_num_threads()
+    with intra_op_threads(free_threads(limit)):
+        image = _checks.as_image_batch(image, "image")
+        channels = image.shape[1]
+        torch.set_num_threads(solve_threads(image[:, 0].numel() * len(FOUR_NEIGHBOURS), limit))
+        squared = affinity_unchecked(image, FOUR_NEIGHBOURS, "l2")
+        std = image.reshape(image.shape[0], -1).std(1, correction=0).view(-1, 1, 1, 1)
+        scale = beta / (10 * std.clamp_min(1e-12) * math.sqrt(channels))
+        return WindowGraph(torch.exp(-scale * squared) + eps, FOUR_NEIGHBOURS)
 
 
 def _unseeded(graph, seeds: Tensor) -> Tensor | None:
@@ -102,7 +107,12 @@ def harmonic(
         through weights too small for the stopping rule to resolve). The solve runs in the
         graph's dtype: when its weights span many orders of magnitude (noise images under a
         sharp colour kernel), float32 cannot resolve the small ones — build the graph in
-        float64.
+        float64. Its vectors are small and every iteration runs dozens of short parallel
+        regions, each ending at a barrier that waits for a whole time slice when another process
+        holds a core, so it runs on one thread below 65536 elements (batch × classes × pixels)
+        and on multigrid levels of that size, and otherwise on those of torch's intra-op threads
+        whose cores no other process is using, checked at the start and every iteration
+        (Linux); torch's thread count is restored afterwards.
 
     Args:
         graph: a :class:`WindowGraph`, a PyG ``Data`` or an :class:`EdgeGraph`.
@@ -125,7 +135,7 @@ def harmonic(
         L. Grady, "Random Walks for Image Segmentation", IEEE TPAMI 28(11), 2006,
         doi:10.1109/TPAMI.2006.233.
     """
-    with torch.no_grad():
+    with torch.no_grad(), intra_op_threads(torch.get_num_threads()):
         return _harmonic(graph, seeds, num_classes, tol, max_iter, preconditioner)
 
 
@@ -140,17 +150,36 @@ def _harmonic(graph, seeds, num_classes, tol, max_iter, preconditioner) -> Tenso
     if preconditioner == "multigrid" and not isinstance(graph, WindowGraph):
         raise ValueError("preconditioner='multigrid' needs a WindowGraph; use 'jacobi' for "
                          "PyG graphs")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(solve_threads(seeds.numel() * classes, threads))
     graph = graph.symmetrize().without_self_loops()
     dtype = graph.dtype
     unknown = (seeds == IGNORE).unsqueeze(1).to(dtype)
     fixed = one_hot(seeds, classes, dtype)
     degree = graph.degree().unsqueeze(1)
 
+    if classes == 1:
+        return restore(torch.ones_like(fixed))
+    solution = _solve(graph, unknown, fixed, degree, tol, max_iter, preconditioner, threads)
+    probs = (fixed + unknown * solution).clamp_min(0)
+    # a node reached only through weights near the stopping rule's floor may keep a tiny total
+    # (normalised however small) or 0 in every class (made uniform), never all zeros
+    total = probs.sum(1, keepdim=True)
+    probs = torch.where(total > 0, probs / torch.where(total > 0, total, 1.0),
+                        torch.full_like(probs, 1 / classes))
+    lonely = _unseeded(graph, seeds)
+    if lonely is not None:
+        probs = torch.where(lonely.unsqueeze(1), torch.full_like(probs, 1 / classes), probs)
+    return restore(probs)
+
+
+def _solve(graph, unknown, fixed, degree, tol, max_iter, preconditioner, threads) -> Tensor:
+    """Preconditioned CG on ``L_uu x = -L_ul x_l`` for all classes at once, on up to ``threads``
+    threads; sets torch's thread count (the caller restores it)."""
+
     def laplacian(z: Tensor) -> Tensor:
         return graph._aggregate(z).neg_().addcmul_(degree, z).mul_(unknown)
 
-    if classes == 1:
-        return restore(torch.ones_like(fixed))
     rhs = unknown * graph._aggregate(fixed)
     if preconditioner == "multigrid":
         precondition = Multigrid(graph.weight, graph.offsets, unknown)
@@ -171,6 +200,8 @@ def _harmonic(graph, seeds, num_classes, tol, max_iter, preconditioner) -> Tenso
     norms = _dot(rhs, rhs)
     limit = tol**2 * torch.maximum(norms, 1e-6 * norms.amax(1, keepdim=True))
     for _ in range(max_iter):
+        # sampled every iteration (tens of microseconds): other processes come and go
+        torch.set_num_threads(solve_threads(rhs.numel(), threads))
         if bool((_dot(residual, residual) <= limit).all()):
             break
         product = laplacian(direction)
@@ -183,13 +214,4 @@ def _harmonic(graph, seeds, num_classes, tol, max_iter, preconditioner) -> Tenso
         ratio = torch.where(rz > 0, rz_next / rz.clamp_min(1e-30), torch.zeros_like(rz))
         direction = direction.mul_(ratio).add_(preconditioned)
         rz = rz_next
-    probs = (fixed + unknown * solution).clamp_min(0)
-    # a node reached only through weights near the stopping rule's floor may keep a tiny total
-    # (normalised however small) or 0 in every class (made uniform), never all zeros
-    total = probs.sum(1, keepdim=True)
-    probs = torch.where(total > 0, probs / torch.where(total > 0, total, 1.0),
-                        torch.full_like(probs, 1 / classes))
-    lonely = _unseeded(graph, seeds)
-    if lonely is not None:
-        probs = torch.where(lonely.unsqueeze(1), torch.full_like(probs, 1 / classes), probs)
-    return restore(probs)
+    return solution
