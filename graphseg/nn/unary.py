@@ -93,7 +93,14 @@ class RegionClassifier(nn.Module):
             lr: float = 1e-2) -> RegionClassifier:
         """Trains on the detached ``features`` with Adam on :func:`region_loss` of the region
         ``labels`` ``(R,)`` (255 = not mined); returns ``self`` in eval mode."""
-        pooled = region_pool(features.detach(), regions)
+        return self.fit_pooled(region_pool(features.detach(), regions), labels, steps=steps,
+                               lr=lr)
+
+    def fit_pooled(self, pooled: Tensor, labels: Tensor, *, steps: int = 50,
+                   lr: float = 1e-2) -> RegionClassifier:
+        """:meth:`fit` on mask-pooled features ``(R, F)`` (:func:`region_pool`), e.g. pooled
+        a batch of images at a time over a whole folder."""
+        pooled = pooled.detach()
         optimizer = torch.optim.Adam(self.parameters(), lr=lr)
         self.train()
         with torch.enable_grad():

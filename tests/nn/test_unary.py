@@ -69,3 +69,22 @@ def test_region_classifier_takes_the_unary_features():
     regions = torch.arange(4).repeat_interleave(16).view(1, 8, 8)
     logits = RegionClassifier(unary.features, 3)(features, regions)
     assert logits.shape == (4, 3)
+
+
+def test_pooling_a_batch_in_pieces_gives_the_regions_in_the_same_order():
+    # what the folder-level mining relies on: region ids are shifted image by image, so the
+    # mean features of pieces of a batch, concatenated, are those of the whole batch
+    generator = torch.Generator().manual_seed(3)
+    features = torch.rand(5, 4, 6, 7, generator=generator)
+    regions = torch.randint(0, 5, (5, 6, 7), generator=generator)
+    whole = region_pool(features, regions)
+    pieces = torch.cat([region_pool(features[s : s + 2], regions[s : s + 2])
+                        for s in range(0, 5, 2)])
+    torch.testing.assert_close(pieces, whole, rtol=0, atol=0)
+    labels = torch.randint(0, 2, (len(whole),), generator=generator)
+    torch.manual_seed(0)
+    fitted = RegionClassifier(4, 2).fit(features, regions, labels, steps=20)
+    torch.manual_seed(0)
+    pooled = RegionClassifier(4, 2).fit_pooled(pieces, labels, steps=20)
+    assert all(torch.equal(a, b) for a, b in zip(fitted.parameters(), pooled.parameters(),
+                                                  strict=True))

@@ -56,7 +56,7 @@ from graphseg.losses import quadratic_pairwise_loss, seed_cross_entropy
 from graphseg.nn.affinity import AffinityCNN
 from graphseg.nn.backbone import ResNetBackbone
 from graphseg.nn.train import resample_seeds
-from graphseg.nn.unary import RegionClassifier, UnaryNet
+from graphseg.nn.unary import RegionClassifier, UnaryNet, region_pool
 from graphseg.ops.reference import gather_neighbours
 from graphseg.pipelines._common import UNKNOWN, image_and_seeds, renumber, upsample, working
 from graphseg.pipelines.kinds import WeakInput
@@ -67,6 +67,9 @@ from graphseg.seeds import mine_confident_regions
 from graphseg.seeds.expand import global_regions
 
 __all__ = ["IALConfig", "IALResult", "RoundReport", "ial_em", "reference_energy"]
+
+_POOL_BATCH = 16
+"""Images embedded at once when the region classifier's features are pooled."""
 
 
 @dataclass(frozen=True)
@@ -181,11 +184,15 @@ def _mine(unary: UnaryNet, image: Tensor, alpha_u: Tensor, regions: Tensor,
     if not bool((labels != UNKNOWN).any()):
         return candidates
     with torch.no_grad():
-        features = unary.embed(image)
-    classifier = RegionClassifier(features.shape[1], alpha_u.shape[1]).fit(
-        features, regions, labels, steps=config.region_steps, lr=config.lr)
+        # pooled a few images at a time: a folder's feature maps need not fit in memory at once
+        # (region ids are shifted image by image, so the pieces concatenate in order)
+        pooled = torch.cat([region_pool(unary.embed(image[start : start + _POOL_BATCH]),
+                                        regions[start : start + _POOL_BATCH])
+                            for start in range(0, len(image), _POOL_BATCH)])
+    classifier = RegionClassifier(pooled.shape[1], alpha_u.shape[1]).fit_pooled(
+        pooled, labels, steps=config.region_steps, lr=config.lr)
     with torch.no_grad():
-        classified = classifier(features, regions).argmax(1)[node]
+        classified = classifier.linear(pooled).argmax(1)[node]
     return mine_confident_regions(alpha_u, regions, ratio=config.ratio, classified=classified)
 
 
