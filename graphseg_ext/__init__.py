@@ -31,6 +31,7 @@ __all__ = [
     "cpu_clone",
     "is_available",
     "lattice_build",
+    "lattice_diagonal",
     "lattice_filter",
     "lattice_filter_sum",
     "local_affinity",
@@ -263,3 +264,33 @@ def lattice_filter_sum(values: Tensor, base: Tensor, index: list[Tensor],
     """
     return _ops().lattice_filter_sum(values, base, index, splat_weight, slice_weight, neighbours,
                                      upper)
+
+
+def lattice_diagonal(index: Tensor, weight: Tensor, neighbours: Tensor) -> Tensor:
+    r"""The weight of each point on itself in the filter of :func:`lattice_filter` with both
+    weights ``weight``: the diagonal of its ``N × N`` matrix, as
+    :meth:`graphseg.propagate.PermutohedralLattice.diagonal` gives it, without filtering the N
+    unit vectors.
+
+    .. math::
+        \operatorname{diag}_i = \frac{1}{1 + 2^{-d}} \sum_{k, l = 0}^{d} w_{ik}\, w_{il}\, B_{kl}
+
+    over the d + 1 vertices of point i's simplex (Adams, Baek & Davis, Eurographics 2010,
+    §3.1: splat and slice with the barycentric weights w, the blur B between them). Two vertices
+    of one simplex differ by a sum of distinct lattice directions and each direction's blur
+    moves a value by at most one step, so :math:`B_{kl}` sums two paths (three on the
+    diagonal, staying included), each worth 2 to the minus its steps, taken in the blur's order
+    of directions and counted only where every vertex on the way is in the lattice. The block B
+    is computed once per simplex while it stays in a small cache of each thread (points in
+    raster order share their simplex with a recent point most of the time).
+
+    Args:
+        index, neighbours: from :func:`lattice_build`; the vertices of each simplex whose block
+            is computed are checked (in range, consecutive ones neighbours in the table).
+        weight: ``(N, d + 1)`` float32 or float64 barycentric weights (from
+            :func:`lattice_build`, or cast from them); the result has their dtype.
+
+    Returns:
+        ``(N,)`` tensor.
+    """
+    return _ops().lattice_diagonal(index, weight, neighbours)

@@ -178,6 +178,11 @@ def _lattice_filter_sum_fake(values, base, index, splat_weight, slice_weight, ne
     return torch.empty_like(base)
 
 
+@register_fake("graphseg_ext::lattice_diagonal")
+def _lattice_diagonal_fake(index, weight, neighbours):
+    return weight.new_empty(index.shape[0])
+
+
 def _save_lattice_inputs(ctx, inputs, output):
     _, index, splat_weight, slice_weight, neighbours, reverse = inputs
     ctx.save_for_backward(index, splat_weight, slice_weight, neighbours)

@@ -125,7 +125,18 @@ class PermutohedralLattice:
         or the opposite steps along all the others (the d + 1 directions sum to zero), each
         worth 2 to the minus its number of steps, taken in the blur's order of directions
         and counted only where every vertex on the way holds a point.
+
+        Compiled lattices compute it with ``graphseg_ext.lattice_diagonal`` (each simplex's
+        block once while a thread's small cache of recent simplices holds it; float16 and
+        bfloat16 weights in float32), other ones with tensor operations (one block per
+        distinct simplex, found by sorting the points' vertices).
         """
+        if self._ext is not None:
+            weight = self._compiled(self.weight.dtype)
+            if weight is None:
+                weight = self._compiled(torch.float32)
+            return self._ext.lattice_diagonal(self.index, weight,
+                                              self.neighbours).to(self.weight.dtype)
         d, device = self.dim, self.index.device
         missing = self.num_vertices
         neighbours = torch.cat([self.neighbours, self.neighbours.new_full((d + 1, 2, 1),
@@ -343,7 +354,7 @@ def _unique_rows(rows: Tensor, base: int) -> tuple[Tensor, Tensor]:
     width = max(1, int(_CODE_BITS // math.log2(max(base, 2))))
     codes = []
     for start in range(0, rows.shape[1], width):
-        code = rows[:, start].clone()
+        code = rows[:, start].to(torch.int64, copy=True)  # int32 rows would overflow
         for column in range(start + 1, min(start + width, rows.shape[1])):
             code.mul_(base).add_(rows[:, column])
         codes.append(code)

@@ -19,6 +19,10 @@
 // and base may have any strides (the output has base's). The filters trust index and
 // neighbours to come from lattice_build: their entries index the M + 1 lattice rows (checking
 // them would cost a pass over each per filter).
+// lattice_diagonal(index, weight (N, d + 1) float32 or float64, neighbours) -> (N,): the filter's
+// weight of each point on itself, from the blur's block of the point's simplex (kept in a small
+// cache per thread of the simplices met last) and its barycentric weights; it checks the vertices
+// of each simplex whose block it computes (in range, and neighbours of one another in the table).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -35,6 +39,8 @@ void check_lattice_features(const at::Tensor& features);
 void check_lattice_filter_args(const at::Tensor& values, const at::Tensor& index,
                                const at::Tensor& splat_weight, const at::Tensor& slice_weight,
                                const at::Tensor& neighbours);
+void check_lattice_diagonal_args(const at::Tensor& index, const at::Tensor& weight,
+                                 const at::Tensor& neighbours);
 void check_lattice_sum_args(const at::Tensor& values, const at::Tensor& base,
                             at::TensorList index, at::TensorList splat_weight,
                             at::TensorList slice_weight, at::TensorList neighbours);

@@ -106,6 +106,27 @@ void check_lattice_features(const at::Tensor& features) {
                    "lattice_build: features must be float64, got ", features.scalar_type());
 }
 
+namespace {
+
+// index and neighbours int32, neighbours (d + 1, 2, M) for index (N, d + 1), both on the device
+// of `like` (named `like_name`).
+void check_lattice_tables(const char* op, const at::Tensor& index, const at::Tensor& neighbours,
+                          const char* like_name, const at::Tensor& like) {
+  TORCH_CHECK_TYPE(index.scalar_type() == at::kInt && neighbours.scalar_type() == at::kInt, op,
+                   ": index and neighbours must be int32, got ", index.scalar_type(), " and ",
+                   neighbours.scalar_type());
+  TORCH_CHECK_VALUE(neighbours.dim() == 3 && neighbours.size(0) == index.size(1) &&
+                        neighbours.size(1) == 2,
+                    op, ": neighbours must have shape (d + 1, 2, M) with d + 1 = ", index.size(1),
+                    ", got ", neighbours.sizes());
+  for (const at::Tensor* t : {&index, &neighbours}) {
+    TORCH_CHECK_VALUE(t->device() == like.device(), op, ": index and neighbours must be on the ",
+                      "device of ", like_name, ", ", like.device(), ", got ", t->device());
+  }
+}
+
+}  // namespace
+
 void check_lattice_filter_args(const at::Tensor& values, const at::Tensor& index,
                                const at::Tensor& splat_weight, const at::Tensor& slice_weight,
                                const at::Tensor& neighbours) {
@@ -118,9 +139,6 @@ void check_lattice_filter_args(const at::Tensor& values, const at::Tensor& index
                         index.size(1) <= kMaxDim + 1,
                     op, ": index must have shape (N, d + 1) with N = ", values.size(0),
                     " rows like values, got ", index.sizes());
-  TORCH_CHECK_TYPE(index.scalar_type() == at::kInt && neighbours.scalar_type() == at::kInt, op,
-                   ": index and neighbours must be int32, got ", index.scalar_type(), " and ",
-                   neighbours.scalar_type());
   for (const auto& [name, weight] : {std::pair<const char*, const at::Tensor&>{"splat_weight",
                                                                              splat_weight},
                                       {"slice_weight", slice_weight}}) {
@@ -128,15 +146,7 @@ void check_lattice_filter_args(const at::Tensor& values, const at::Tensor& index
                       " must have index's shape ", index.sizes(), ", got ", weight.sizes());
     check_same_kind(op, "values", values, name, weight);
   }
-  TORCH_CHECK_VALUE(neighbours.dim() == 3 && neighbours.size(0) == index.size(1) &&
-                        neighbours.size(1) == 2,
-                    op, ": neighbours must have shape (d + 1, 2, M) with d + 1 = ", index.size(1),
-                    ", got ", neighbours.sizes());
-  for (const at::Tensor* t : {&index, &neighbours}) {
-    TORCH_CHECK_VALUE(t->device() == values.device(), op,
-                      ": index and neighbours must be on the device of values, ",
-                      values.device(), ", got ", t->device());
-  }
+  check_lattice_tables(op, index, neighbours, "values", values);
 }
 
 void check_lattice_sum_args(const at::Tensor& values, const at::Tensor& base,
@@ -154,6 +164,19 @@ void check_lattice_sum_args(const at::Tensor& values, const at::Tensor& base,
   for (std::size_t l = 0; l < index.size(); ++l) {
     check_lattice_filter_args(values, index[l], splat_weight[l], slice_weight[l], neighbours[l]);
   }
+}
+
+void check_lattice_diagonal_args(const at::Tensor& index, const at::Tensor& weight,
+                                 const at::Tensor& neighbours) {
+  const char* op = "lattice_diagonal";
+  TORCH_CHECK_VALUE(index.dim() == 2 && index.size(1) >= 2 && index.size(1) <= kMaxDim + 1, op,
+                    ": index must have shape (N, d + 1) with 1 <= d <= ", kMaxDim, ", got ",
+                    index.sizes());
+  TORCH_CHECK_VALUE(weight.sizes() == index.sizes(), op, ": weight must have index's shape ",
+                    index.sizes(), ", got ", weight.sizes());
+  TORCH_CHECK_TYPE(weight.scalar_type() == at::kFloat || weight.scalar_type() == at::kDouble, op,
+                   ": weight must be float32 or float64, got ", weight.scalar_type());
+  check_lattice_tables(op, index, neighbours, "weight", weight);
 }
 
 TORCH_LIBRARY(graphseg_ext, m) {
@@ -176,6 +199,7 @@ TORCH_LIBRARY(graphseg_ext, m) {
         "Tensor neighbours, bool reverse=False) -> Tensor");
   m.def("lattice_filter_sum(Tensor values, Tensor base, Tensor[] index, Tensor[] splat_weight, "
         "Tensor[] slice_weight, Tensor[] neighbours, float upper) -> Tensor");
+  m.def("lattice_diagonal(Tensor index, Tensor weight, Tensor neighbours) -> Tensor");
 }
 
 }  // namespace graphseg_ext

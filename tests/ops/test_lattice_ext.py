@@ -237,3 +237,95 @@ def test_wide_features_keep_their_gaps_closed_before_the_compiled_build():
     torch.testing.assert_close(together.filter(values)[:8],
                                PermutohedralLattice(group).filter(values[:8]))
     assert lattice_module._close_gaps(torch.cat([group, group + 1e6]), 100.0).abs().max() < 1e3
+
+
+def literal_diagonal(features):
+    """The filter's weight of each point on itself by brute force: the algorithm written out
+    (literal_filter) applied to each unit vector, read at its point."""
+    points = len(features)
+    return torch.tensor([literal_filter(features, [float(i == j) for j in range(points)])[i]
+                         for i in range(points)], dtype=torch.float64)
+
+
+def with_threads(threads, fn):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dim, points, spread", [(1, 17, 3.0), (2, 23, 1.5), (3, 19, 4.0),
+                                                 (5, 21, 2.0), (9, 13, 2.0), (2, 1, 1.0),
+                                                 (5, 1, 1.0)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_compiled_diagonal_is_the_tensor_op_and_the_brute_force_diagonal(dim, points, spread,
+                                                                         dtype, threads):
+    features = features_of(points, dim, 20 + dim, spread)
+    if points > 6:
+        features[:4] = features[5]  # points sharing a simplex, with the same weights
+        features[6] = features[5] + 1e-3  # the same simplex, other weights
+    closed = lattice_module._close_gaps(features, lattice_module._reach(dim))
+    expected = literal_diagonal(closed.tolist())
+    compiled = PermutohedralLattice(features.to(dtype))
+    assert compiled._ext is not None
+    got = with_threads(threads, compiled.diagonal)
+    with use_backend("reference"):
+        reference = PermutohedralLattice(features.to(dtype))
+        tensor_ops = reference.diagonal()
+    assert got.dtype == tensor_ops.dtype == dtype
+    torch.testing.assert_close(got, tensor_ops, **TOL[dtype])
+    torch.testing.assert_close(got.double(), expected, **TOL[dtype])
+    torch.testing.assert_close(tensor_ops.double(), expected, **TOL[dtype])
+    # the op itself, on the float64 weights
+    index, weight, neighbours = graphseg_ext.lattice_build(closed)
+    direct = with_threads(threads, lambda: graphseg_ext.lattice_diagonal(index, weight,
+                                                                         neighbours))
+    torch.testing.assert_close(direct, expected, **TOL[torch.float64])
+
+
+@pytest.mark.parametrize("dim, spread", [(5, 1.0), (9, 1.5)])
+def test_compiled_diagonal_on_many_points_is_the_same_on_any_threads(dim, spread):
+    # enough points for chunks on two threads and, at d = 9, more distinct simplices than the
+    # cache of blocks holds (evictions); d = 5: an image in raster order (neighbouring pixels
+    # share their simplex)
+    generator = torch.Generator().manual_seed(dim)
+    if dim == 5:
+        ys, xs = torch.meshgrid(torch.arange(48.0), torch.arange(64.0), indexing="ij")
+        colour = torch.rand(3, 48, 64, generator=generator, dtype=torch.float64) * 4
+        features = torch.cat([torch.stack([ys.flatten(), xs.flatten()], 1).double() / 5,
+                              colour.flatten(1).t()], 1)
+    else:
+        features = torch.rand(4500, dim, generator=generator, dtype=torch.float64) * spread
+    compiled = PermutohedralLattice(features)
+    one = with_threads(1, compiled.diagonal)
+    two = with_threads(2, compiled.diagonal)
+    assert torch.equal(one, two)
+    with use_backend("reference"):
+        torch.testing.assert_close(one, PermutohedralLattice(features).diagonal(),
+                                   **TOL[torch.float64])
+
+
+def test_diagonal_op_checks_its_arguments():
+    ops = torch.ops.graphseg_ext
+    index, weight, neighbours = ops.lattice_build(features_of(9, 3, 30))
+    torch.library.opcheck(ops.lattice_diagonal, (index, weight, neighbours))
+    with pytest.raises(ValueError, match="index must have shape"):
+        ops.lattice_diagonal(index[:, 0], weight, neighbours)
+    with pytest.raises(TypeError, match="index and neighbours must be int32"):
+        ops.lattice_diagonal(index.long(), weight, neighbours)
+    with pytest.raises(ValueError, match="weight must have index's shape"):
+        ops.lattice_diagonal(index, weight[:5], neighbours)
+    with pytest.raises(TypeError, match="weight must be float32 or float64"):
+        ops.lattice_diagonal(index, weight.half(), neighbours)
+    with pytest.raises(ValueError, match="neighbours must have shape"):
+        ops.lattice_diagonal(index, weight, neighbours[:3])
+    outside = index.clone()
+    outside[4, 2] = neighbours.shape[2]
+    with pytest.raises(ValueError, match="index holds vertex .* outside"):
+        ops.lattice_diagonal(outside, weight, neighbours)
+    # vertices of one simplex in the wrong order: not neighbours of one another
+    with pytest.raises(ValueError, match="not neighbours in the table"):
+        ops.lattice_diagonal(index.flip(1).contiguous(), weight, neighbours)

@@ -1,16 +1,17 @@
 // CPU kernels of the permutohedral lattice (Adams, Baek & Davis, "Fast High-Dimensional
 // Filtering Using the Permutohedral Lattice", Eurographics 2010): its construction from float64
-// features and the filter splat -> blur -> slice.
+// features, the filter splat -> blur -> slice, and the filter's diagonal.
 //
 // The construction repeats the tensor-op reference of graphseg/propagate/lattice.py step by step
 // (the same elevation, enclosing simplex, ranks and barycentric weights, in the same float64
 // operations), so both build the same lattice; only the numbering of the vertices differs: here
 // a hash table numbers them, there sorted integer codes. The table is split into one shard per
 // thread by the high bits of each vertex's hash, so that the threads insert without locks.
-// The construction is instantiated for d = 2, 3 and 5 (the CRF's position and position + colour
-// features) and for any d up to kMaxDim at run time; the filters for 1..4 channels (unrolled)
-// and any count at run time (blocks of 8 channels as vectors, compiled for AVX2 and for the
-// baseline). Each filter step starts threads only where its work outweighs waiting for them.
+// The construction and the diagonal are instantiated for d = 2, 3 and 5 (the CRF's position and
+// position + colour features) and for any d up to kMaxDim at run time; the filters for 1..4
+// channels (unrolled) and any count at run time (blocks of 8 channels as vectors, compiled for
+// AVX2 and for the baseline). Each filter step starts threads only where its work outweighs
+// waiting for them.
 #include "lattice_ops.h"
 
 #include <ATen/Dispatch.h>
@@ -626,19 +627,218 @@ void run_sum(const at::Tensor& values, const at::Tensor* base, at::TensorList in
   }
 }
 
+// fn(std::integral_constant<int, D>{}) with D = d where the kernels are instantiated for d (2, 3
+// and 5: the CRF's position and position + colour features), else D = 0 (d at run time).
+template <typename Fn>
+decltype(auto) with_dim(int d, Fn&& fn) {
+  switch (d) {
+    case 2:
+      return fn(std::integral_constant<int, 2>{});
+    case 3:
+      return fn(std::integral_constant<int, 3>{});
+    case 5:
+      return fn(std::integral_constant<int, 5>{});
+    default:
+      return fn(std::integral_constant<int, 0>{});
+  }
+}
+
+// The filter's diagonal (Python: PermutohedralLattice.diagonal and _simplex_paths). Point i's
+// weight on itself is sum_{k, l} w_ik w_il B_kl / (1 + 2^-d) over the vertices of its simplex, B
+// the blur's (d + 1) x (d + 1) block between them. Consecutive vertices k, k + 1 of a simplex
+// differ by one lattice direction (the one whose step below leads from k to k + 1; the last
+// direction closes the cycle), the direction at place k. From vertex l the blur reaches vertex k
+// along two paths: the directions at places l..k-1 backwards (k > l) or k..l-1 forwards (k < l),
+// or all the other directions the opposite way (the d + 1 directions sum to zero); a vertex
+// reaches itself by every direction forwards or every one backwards, or by staying (worth 1). A
+// path takes its steps in the blur's order of directions 0..d, is worth 2^-steps, and counts only
+// where every vertex on the way is in the lattice.
+
+// Points per chunk of the diagonal: the threads take chunks from a shared counter, so that a
+// thread that the system delays (a busy machine) leaves its share to the others.
+constexpr int64_t kDiagonalChunk = 2048;
+// Bytes of the blocks each thread keeps in a direct-mapped cache keyed by the simplex's
+// vertices: in raster order most pixels share their simplex with a recent one (at 512 x 512 with
+// colour, 51k distinct simplices among 262k pixels); the cache is about a core's L2 cache.
+constexpr int64_t kDiagonalCacheBytes = int64_t{1} << 20;
+
+// The paths of every ordered pair of vertices, walked all at once, one direction after another,
+// so that the loads of different paths overlap: after direction j, at[w] is where path w stands
+// (M: it left the lattice; the table sends M to M). Bit j of mask[w] says whether path w steps
+// along direction j, side[w] whether its steps go up (1) or down (0).
+LATTICE_CLONES void walk_paths(const int32_t* __restrict table, int64_t stride, int n1,
+                               int walks, const uint64_t* __restrict mask,
+                               const int32_t* __restrict side, int32_t* __restrict at) {
+  for (int j = 0; j < n1; ++j) {
+    const int32_t* below = table + 2 * j * stride;
+    for (int w = 0; w < walks; ++w) {
+      const int32_t next = below[side[w] * stride + at[w]];
+      at[w] = (mask[w] >> j & 1) ? next : at[w];
+    }
+  }
+}
+
+// One thread's part of the diagonal: its cache of blocks and the scratch of the walks.
+template <int D, typename T>
+class DiagonalWorker {
+ public:
+  // table: the neighbours as (d + 1, 2, M + 1), column M and every entry outside [0, M) being M.
+  DiagonalWorker(const int32_t* index, const T* weight, const int32_t* table, int d, int64_t m,
+                 int64_t num_points)
+      : index_(index), weight_(weight), table_(table), n1_(Dim<D>::get(d) + 1), m_(m),
+        walks_(2 * n1_ * n1_), mask_(walks_), side_(walks_), at_(walks_), worth_(walks_) {
+    for (int steps = 0; steps <= n1_; ++steps) half_powers_[steps] = std::ldexp(T(1), -steps);
+    const int64_t block = static_cast<int64_t>(n1_) * n1_;
+    const int64_t entry = n1_ * static_cast<int64_t>(sizeof(int32_t)) +
+                          block * static_cast<int64_t>(sizeof(T));
+    slots_ = 1;
+    while (2 * slots_ * entry <= kDiagonalCacheBytes && slots_ < num_points) slots_ *= 2;
+    tags_.assign(slots_ * n1_, -1);  // no vertex is -1: every slot starts empty
+    blocks_.resize(slots_ * block);
+  }
+
+  void run(int64_t begin, int64_t end, T* diagonal) {
+    const int n1 = kCorners > 0 ? kCorners : n1_;
+    const double alpha = 1.0 / (1.0 + std::ldexp(1.0, 1 - n1));
+    for (int64_t i = begin; i < end; ++i) {
+      const int32_t* simplex = index_ + i * n1;
+      if (last_tag_ == nullptr || !same_key<kCorners>(simplex, last_tag_, n1)) {
+        const int64_t slot = hash_key<kCorners>(simplex, n1) & (slots_ - 1);
+        int32_t* tag = tags_.data() + slot * n1;
+        T* cached = blocks_.data() + slot * n1 * n1;
+        if (!same_key<kCorners>(simplex, tag, n1)) {
+          compute_block(simplex, i, cached);
+          std::copy(simplex, simplex + n1, tag);
+        }
+        last_tag_ = tag;
+        block_ = cached;
+      }
+      const T* w = weight_ + i * n1;
+      double total = 0;
+      for (int k = 0; k < n1; ++k) {
+        double row = 0;
+        for (int l = 0; l < n1; ++l) row += static_cast<double>(block_[k * n1 + l]) * w[l];
+        total += static_cast<double>(w[k]) * row;
+      }
+      diagonal[i] = static_cast<T>(total * alpha);
+    }
+  }
+
+ private:
+  static constexpr int kCorners = D > 0 ? D + 1 : 0;  // compile-time d + 1 where D is
+
+  // block[k * n1 + l]: the blur's weight of vertex l on vertex k of the simplex of point i.
+  void compute_block(const int32_t* simplex, int64_t i, T* block) {
+    const int n1 = kCorners > 0 ? kCorners : n1_;
+    const int64_t stride = m_ + 1;
+    for (int k = 0; k < n1; ++k) {
+      TORCH_CHECK_VALUE(simplex[k] >= 0 && simplex[k] < m_, "lattice_diagonal: index holds ",
+                        "vertex ", simplex[k], " outside [0, M = ", m_, ")");
+    }
+    // prefix[p]: the directions at places 0..p-1, as bits
+    uint64_t prefix[kMaxDim + 2];
+    prefix[0] = 0;
+    for (int k = 0; k + 1 < n1; ++k) {
+      int found = -1;
+      for (int j = 0; j < n1 && found < 0; ++j) {
+        if (table_[2 * j * stride + simplex[k]] == simplex[k + 1]) found = j;
+      }
+      TORCH_CHECK_VALUE(found >= 0 && !(prefix[k] >> found & 1), "lattice_diagonal: the ",
+                        "vertices of point ", i, "'s simplex are not neighbours in the table: ",
+                        "index and neighbours must come from one lattice_build");
+      prefix[k + 1] = prefix[k] | uint64_t{1} << found;
+    }
+    const uint64_t all = (uint64_t{1} << n1) - 1;
+    prefix[n1] = all;
+    for (int k = 0; k < n1; ++k) {
+      for (int l = 0; l < n1; ++l) {
+        const int lo = std::min(k, l), hi = std::max(k, l);
+        const uint64_t inside = prefix[hi] ^ prefix[lo];  // hi - lo directions
+        // the two paths from l to k: (directions, their count, up)
+        const uint64_t masks[2] = {k == l ? all : inside, all ^ inside};
+        const int steps[2] = {k == l ? n1 : hi - lo, n1 - (hi - lo)};
+        const int up[2] = {k <= l, k > l};
+        for (int path = 0; path < 2; ++path) {
+          const int w = 2 * (k * n1 + l) + path;
+          at_[w] = simplex[l];
+          mask_[w] = masks[path];
+          side_[w] = up[path];
+          worth_[w] = half_powers_[steps[path]];
+        }
+      }
+    }
+    walk_paths(table_, stride, n1, walks_, mask_.data(), side_.data(), at_.data());
+    for (int k = 0; k < n1; ++k) {
+      for (int l = 0; l < n1; ++l) {
+        const int w = 2 * (k * n1 + l);
+        block[k * n1 + l] = (k == l ? T(1) : T(0)) + (at_[w] != m_ ? worth_[w] : T(0)) +
+                            (at_[w + 1] != m_ ? worth_[w + 1] : T(0));
+      }
+    }
+  }
+
+  const int32_t* index_;
+  const T* weight_;
+  const int32_t* table_;
+  int n1_;
+  int64_t m_;
+  int walks_;
+  std::vector<uint64_t> mask_;
+  std::vector<int32_t> side_, at_;
+  std::vector<T> worth_;
+  T half_powers_[kMaxDim + 2];  // 2^-steps
+  int64_t slots_ = 1;
+  std::vector<int32_t> tags_;
+  std::vector<T> blocks_;
+  const int32_t* last_tag_ = nullptr;
+  const T* block_ = nullptr;
+};
+
+at::Tensor lattice_diagonal_cpu(const at::Tensor& index, const at::Tensor& weight,
+                                const at::Tensor& neighbours) {
+  check_lattice_diagonal_args(index, weight, neighbours);
+  const at::Tensor idx = index.contiguous(), w = weight.contiguous(),
+                   nb = neighbours.contiguous();
+  const int64_t n = idx.size(0);
+  const int n1 = static_cast<int>(idx.size(1));
+  const int64_t m = nb.size(2);
+  // the neighbours with a column M for "no vertex", which leads nowhere else, and any entry
+  // outside [0, M) read as M: a path that leaves the lattice stays out
+  std::vector<int32_t> table(static_cast<int64_t>(2 * n1) * (m + 1));
+  const int32_t* source = nb.data_ptr<int32_t>();
+  for (int64_t row = 0; row < 2 * n1; ++row) {
+    for (int64_t v = 0; v < m; ++v) {
+      const int32_t to = source[row * m + v];
+      table[row * (m + 1) + v] = to >= 0 && to < m ? to : static_cast<int32_t>(m);
+    }
+    table[row * (m + 1) + m] = static_cast<int32_t>(m);
+  }
+  at::Tensor out = at::empty({n}, w.options());
+  const int64_t chunks = (n + kDiagonalChunk - 1) / kDiagonalChunk;
+  const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), chunks));
+  AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "lattice_diagonal", [&] {
+    with_dim(n1 - 1, [&](auto dim) {
+      std::atomic<int64_t> next{0};
+      at::parallel_for(0, workers, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t worker = begin; worker < end; ++worker) {
+          DiagonalWorker<decltype(dim)::value, scalar_t> diagonal(
+              idx.data_ptr<int32_t>(), w.data_ptr<scalar_t>(), table.data(), n1 - 1, m, n);
+          for (int64_t chunk = next++; chunk < chunks; chunk = next++) {
+            diagonal.run(chunk * kDiagonalChunk, std::min(n, (chunk + 1) * kDiagonalChunk),
+                         out.data_ptr<scalar_t>());
+          }
+        }
+      });
+    });
+  });
+  return out;
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lattice_build_cpu(const at::Tensor& features) {
   check_lattice_features(features);
   const at::Tensor f = features.contiguous();
-  switch (f.size(1)) {
-    case 2:
-      return build<2>(f);
-    case 3:
-      return build<3>(f);
-    case 5:
-      return build<5>(f);
-    default:
-      return build<0>(f);
-  }
+  return with_dim(static_cast<int>(f.size(1)),
+                  [&](auto dim) { return build<decltype(dim)::value>(f); });
 }
 
 at::Tensor lattice_filter_cpu(const at::Tensor& values, const at::Tensor& index,
@@ -667,6 +867,7 @@ TORCH_LIBRARY_IMPL(graphseg_ext, CPU, m) {
   m.impl("lattice_build", &lattice_build_cpu);
   m.impl("lattice_filter", &lattice_filter_cpu);
   m.impl("lattice_filter_sum", &lattice_filter_sum_cpu);
+  m.impl("lattice_diagonal", &lattice_diagonal_cpu);
 }
 
 }  // namespace graphseg_ext
