@@ -240,7 +240,7 @@ def lattice_filter(values: Tensor, index: Tensor, splat_weight: Tensor, slice_we
         reverse: blur in the opposite order.
 
     Returns:
-        ``(N, C)`` tensor.
+        ``(N, C)`` tensor with the layout of ``values`` (contiguous where theirs has gaps).
     """
     return _ops().lattice_filter(values, index, splat_weight, slice_weight, neighbours, reverse)
 

@@ -170,7 +170,7 @@ def _lattice_build_fake(features):
 
 @register_fake("graphseg_ext::lattice_filter")
 def _lattice_filter_fake(values, index, splat_weight, slice_weight, neighbours, reverse=False):
-    return values.new_empty(values.shape)
+    return torch.empty_like(values)
 
 
 @register_fake("graphseg_ext::lattice_filter_sum")

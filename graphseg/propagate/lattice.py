@@ -104,14 +104,25 @@ class PermutohedralLattice:
         # per dtype: the compiled filter's weights, or the sparse splat and slice matrices
         self._cache: dict[torch.dtype, Tensor | tuple[Tensor, Tensor]] = {}
 
-    def filter(self, values: Tensor) -> Tensor:
-        """``(N, C)`` → ``(N, C)``: splat, blur, slice (differentiable in ``values``)."""
+    def filter(self, values: Tensor, *, scale: Tensor | None = None) -> Tensor:
+        """``(N, C)`` → ``(N, C)``: splat, blur, slice (differentiable in ``values``).
+
+        ``scale``: optional ``(N,)`` factors s, giving ``s ⊙ filter(s ⊙ values)``, the filter's
+        matrix K as :math:`\\operatorname{diag}(s)\\, K \\operatorname{diag}(s)` (e.g.
+        ``s = diagonal().rsqrt()`` makes its diagonal 1); the compiled filter folds s into its
+        splat and slice weights instead of passing over the values twice more. The result has
+        the layout of ``values`` where compiled, else it is contiguous.
+        """
         if values.dim() != 2 or values.shape[0] != self.num_points:
             raise ValueError(f"values must be ({self.num_points}, C), got "
                              f"{_checks._describe(values)}")
         if not values.is_floating_point():
             raise ValueError(f"values must be floating point, got {values.dtype}")
-        return _Filter.apply(values, self)
+        if scale is not None and (not isinstance(scale, Tensor) or scale.shape != (
+                self.num_points,) or not scale.is_floating_point()):
+            raise ValueError(f"scale must be a float ({self.num_points},) tensor, got "
+                             f"{_checks._describe(scale)}")
+        return _Filter.apply(values, self, scale)
 
     def diagonal(self) -> Tensor:
         """``(N,)``: the filter's weight of each point on itself (the diagonal of the
@@ -203,16 +214,24 @@ class PermutohedralLattice:
             self._cache[dtype] = (splat, slice_)
         return self._cache[dtype]
 
-    def _apply(self, values: Tensor, *, reverse: bool = False) -> Tensor:
+    def _apply(self, values: Tensor, *, reverse: bool = False,
+               scale: Tensor | None = None) -> Tensor:
         """The filter, or its transpose (``reverse``: the same blurs in the opposite order,
-        each being symmetric); float16 and bfloat16 values are filtered in float32."""
+        each being symmetric), between the factors ``scale`` ``(N,)`` where given; float16 and
+        bfloat16 values are filtered in float32."""
         given = values.dtype
         if given in (torch.float16, torch.bfloat16):
             values = values.float()
         weight = self._compiled(values.dtype)
         if weight is not None:
+            if scale is not None:
+                weight = weight * scale.to(weight.dtype)[:, None]
             return self._ext.lattice_filter(values, self.index, weight, weight,
                                             self.neighbours, reverse=reverse).to(given)
+        values = values.contiguous()
+        if scale is not None:
+            scale = scale.to(values.dtype)[:, None]
+            values = values * scale
         splat, slice_ = self._matrices(values.dtype)
         lattice = splat @ values
         empty = values.new_zeros(1, values.shape[1])
@@ -221,7 +240,8 @@ class PermutohedralLattice:
             below, above = self.neighbours[direction].long()
             lattice = torch.cat([lattice[:-1] + 0.5 * (lattice[below] + lattice[above]),
                                  empty])
-        return ((slice_ @ lattice) * (1.0 / (1.0 + 2.0 ** -self.dim))).to(given)
+        out = (slice_ @ lattice) * (1.0 / (1.0 + 2.0 ** -self.dim))
+        return (out if scale is None else out * scale).to(given)
 
 
 class _FilterSum:
@@ -332,13 +352,14 @@ class _Filter(torch.autograd.Function):
     """The lattice filter with its exact transpose as the backward."""
 
     @staticmethod
-    def forward(ctx, values: Tensor, lattice: PermutohedralLattice) -> Tensor:
-        ctx.lattice = lattice
-        return lattice._apply(values.contiguous())
+    def forward(ctx, values: Tensor, lattice: PermutohedralLattice,
+                scale: Tensor | None) -> Tensor:
+        ctx.lattice, ctx.scale = lattice, scale
+        return lattice._apply(values, scale=scale)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        return ctx.lattice._apply(grad.contiguous(), reverse=True), None
+        return ctx.lattice._apply(grad, reverse=True, scale=ctx.scale), None, None
 
 
 def lattice_filter(features: Tensor, values: Tensor) -> Tensor:

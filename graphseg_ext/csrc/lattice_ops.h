@@ -16,9 +16,10 @@
 // gives min(base + the sum of several lattices' filters of the same values, upper), each
 // lattice splatted and blurred on a thread of its own and all sliced in one pass over the
 // points: the message of the CRF's mean field, with the least waiting between threads. Values
-// and base may have any strides (the output has base's). The filters trust index and
-// neighbours to come from lattice_build: their entries index the M + 1 lattice rows (checking
-// them would cost a pass over each per filter).
+// and base may have any strides (the output of lattice_filter has the layout of values, that of
+// lattice_filter_sum base's). The filters trust index and neighbours to come from
+// lattice_build: their entries index the M + 1 lattice rows (checking them would cost a pass
+// over each per filter).
 // lattice_diagonal(index, weight (N, d + 1) float32 or float64, neighbours) -> (N,): the filter's
 // weight of each point on itself, from the blur's block of the point's simplex (kept in a small
 // cache per thread of the simplices met last) and its barycentric weights; it checks the vertices

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from graphseg import _checks
+from graphseg import _checks, ops
 from graphseg.losses import FullyConnectedEnergyLoss, fully_connected_energy_loss
 from graphseg.propagate import PermutohedralLattice
 
@@ -88,11 +88,14 @@ def reference_kernels(method, image):
     return kernels
 
 
-@pytest.mark.parametrize("method, seed", [("exact", 1), ("lattice", 5)])
-def test_gradient_equals_dense_form_with_detached_filter(method, seed):
+@pytest.mark.parametrize("method, seed, backend", [("exact", 1, "auto"), ("lattice", 5, "auto"),
+                                                   ("lattice", 5, "reference")])
+def test_gradient_equals_dense_form_with_detached_filter(method, seed, backend):
+    # the lattice's two backends: the compiled one where it is built, and tensor operations
     image, probs, seeds = make(seed)
     leaf = probs.clone().requires_grad_()
-    fully_connected_energy_loss(leaf, image, seeds=seeds, method=method).backward()
+    with ops.use_backend(backend):
+        fully_connected_energy_loss(leaf, image, seeds=seeds, method=method).backward()
     reference = probs.clone().requires_grad_()
     dense_form(reference, seeds, reference_kernels(method, image)).backward()
     torch.testing.assert_close(leaf.grad, reference.grad, rtol=1e-9, atol=1e-12)

@@ -288,3 +288,27 @@ def test_gaps_found_without_sorting_are_the_gaps_a_sort_finds():
         widest = float(features.sort(0).values.diff(dim=0).amax())
         assert not found[name] or widest <= gap
     assert found == {"grid": True, "moved": False, "clusters": False}
+
+
+def test_scaled_filter_is_the_filter_between_the_factors():
+    # s ⊙ K (s ⊙ v) against the filter's matrix K (column j: the filter of unit vector j);
+    # planar values (classes in planes) stay planar through the compiled filter
+    generator = torch.Generator().manual_seed(5)
+    lattice = PermutohedralLattice(torch.rand(40, 5, generator=generator,
+                                              dtype=torch.float64) * 2)
+    matrix = lattice.filter(torch.eye(40, dtype=torch.float64))
+    planar = torch.rand(3, 40, generator=generator, dtype=torch.float64)
+    scale = torch.rand(40, generator=generator, dtype=torch.float64) + 0.5
+    got = lattice.filter(planar.t(), scale=scale)
+    torch.testing.assert_close(got, (scale[:, None] * matrix * scale) @ planar.t())
+    if lattice._ext is not None:
+        assert got.t().is_contiguous()
+    values = planar.t().clone().requires_grad_()
+    upstream = torch.rand(40, 3, generator=generator, dtype=torch.float64)
+    grad = torch.autograd.grad(lattice.filter(values, scale=scale), values, upstream)[0]
+    torch.testing.assert_close(grad, (scale[:, None] * matrix * scale).t() @ upstream)
+    assert torch.autograd.gradcheck(lambda v: lattice.filter(v, scale=scale), (values,))
+    with pytest.raises(ValueError, match="scale must be a float"):
+        lattice.filter(planar.t(), scale=scale[:5])
+    with pytest.raises(ValueError, match="scale must be a float"):
+        lattice.filter(planar.t(), scale=torch.ones(40, dtype=torch.long))

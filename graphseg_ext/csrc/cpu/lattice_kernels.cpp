@@ -845,7 +845,8 @@ at::Tensor lattice_filter_cpu(const at::Tensor& values, const at::Tensor& index,
                               const at::Tensor& splat_weight, const at::Tensor& slice_weight,
                               const at::Tensor& neighbours, bool reverse) {
   check_lattice_filter_args(values, index, splat_weight, slice_weight, neighbours);
-  at::Tensor out = at::empty(values.sizes(), values.options());
+  // the layout of values (planar classes stay planar), contiguous where theirs has gaps
+  at::Tensor out = at::empty_like(values);
   run_sum(values, nullptr, {index}, {splat_weight}, {slice_weight}, {neighbours}, reverse,
           std::numeric_limits<double>::infinity(), out);
   return out;
