@@ -1,8 +1,9 @@
 """The image forms of docs/images.md (graphseg._checks.as_image_batch): every row of the table
 read as the same picture, every refusal with its message, and the same result from the public
-entry points whatever the form."""
+entry points whatever the form; and check_finite on every float dtype and layout."""
 
 import io
+import math
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import graphseg
+from graphseg import _checks
 from graphseg._checks import as_image_batch
 from graphseg.data import read_image
 
@@ -216,3 +218,21 @@ def test_any_picture_in_any_form(seed, height, width, channels, form):
     assert float(read.min()) >= 0 and float(read.max()) <= 1
     torch.testing.assert_close(read.float(), expected, atol=1e-3 if form == "tensor-half" else 1e-6,
                                rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_check_finite_finds_one_bad_value_anywhere(dtype, bad):
+    generator = torch.Generator().manual_seed(0)
+    values = torch.rand(4, 5, 6, generator=generator).to(dtype)
+    _checks.check_finite("values", values)
+    _checks.check_finite("values", values[:, ::2].transpose(0, 2))  # any strides
+    _checks.check_finite("values", values[:0])  # empty
+    _checks.check_finite("labels", torch.full((3,), 7))  # not floating point: not checked
+    for place in [(0, 0, 0), (3, 4, 5), (2, 1, 3)]:
+        broken = values.clone()
+        broken[place] = bad
+        with pytest.raises(ValueError, match="values contains NaN or Inf"):
+            _checks.check_finite("values", broken)
+        with pytest.raises(ValueError, match="values contains NaN or Inf"):
+            _checks.check_finite("values", broken.transpose(0, 2))
