@@ -265,40 +265,42 @@ class _DensePairSum(torch.autograd.Function):
 
 
 class _LatticePairSum(torch.autograd.Function):
-    """Per image, ``Σ_c Σ_ij a_ci W_ij b_cj`` (``a, b (B, C, n)``, pos ``(n, 2)``, colour
-    ``(B, 3, n)``) with W = D^(−1/2) K D^(−1/2), K the lattice filter of the features
-    (y, x)/σ_d, rgb/σ_r and D its diagonal, so that W_ii = 1 = G(i, i); shape ``(B,)``. The
-    forward keeps W b for the gradient in a; the gradient in b filters a with Wᵀ. Each image's
-    classes stay planar through the filters, and the gradients are written into ``(B, C, n)``
-    tensors directly (no per-image slices for autograd to scatter back)."""
+    """Per image, ``Σ_c Σ_ij a_ci W_ij b_cj − Σ_ci a_ci b_ci`` (``a, b (B, C, n)``, pos
+    ``(n, 2)``, colour ``(B, 3, n)``) with W = D^(−1/2) K D^(−1/2), K the lattice filter of the
+    features (y, x)/σ_d, rgb/σ_r and D its diagonal, so that W_ii = 1 = G(i, i) and the pairs
+    i = j drop out; shape ``(B,)``. The forward keeps W b − b for the gradient in a; the gradient
+    in b is Wᵀ a − a. Each image's classes stay planar through the filters, and the gradients
+    are written into ``(B, C, n)`` tensors directly (no per-image slices for autograd to scatter
+    back)."""
 
     @staticmethod
     def forward(ctx, a, b, pos, colour, sigma_xy, sigma_rgb):
-        lattices, filtered = [], []
+        lattices, others = [], []
         energy = a.new_empty(a.shape[0])
         for image in range(a.shape[0]):
             lattice = PermutohedralLattice(torch.cat([pos / sigma_xy,
                                                       colour[image].t() / sigma_rgb], 1))
             scale = lattice.diagonal().rsqrt()
-            out = lattice.filter(b[image].t(), scale=scale).t()  # (C, n)
-            energy[image] = (a[image] * out).sum()
+            # W b − b, (C, n)
+            other = lattice.filter(b[image].t(), scale=scale).t().sub_(b[image])
+            energy[image] = (a[image] * other).sum()
             lattices.append((lattice, scale))
-            filtered.append(out)
+            others.append(other)
         ctx.lattices = lattices
-        ctx.save_for_backward(a, *filtered)
+        ctx.save_for_backward(a, *others)
         return energy
 
     @staticmethod
     def backward(ctx, grad):
-        a, *filtered = ctx.saved_tensors
+        a, *others = ctx.saved_tensors
         grad_a = torch.empty_like(a) if ctx.needs_input_grad[0] else None
         grad_b = torch.empty_like(a) if ctx.needs_input_grad[1] else None
         for image, (lattice, scale) in enumerate(ctx.lattices):
             if grad_a is not None:
-                torch.mul(filtered[image], grad[image], out=grad_a[image])
+                torch.mul(others[image], grad[image], out=grad_a[image])
             if grad_b is not None:
                 transposed = lattice._apply(a[image].t(), reverse=True, scale=scale).t()
-                torch.mul(transposed, grad[image], out=grad_b[image])
+                torch.sub(transposed, a[image], out=grad_b[image]).mul_(grad[image])
         return grad_a, grad_b, None, None, None, None
 
 
@@ -455,31 +457,32 @@ def fully_connected_energy_loss(probs: Tensor, image, *, seeds: Tensor | None = 
             f"fully_connected_energy_loss(method='exact') sums over all N² pixel pairs and "
             f"accepts at most max_pixels={max_pixels} pixels per image, got {height}x{width} = "
             f"{height * width}: use method='coarse' or 'lattice', or raise max_pixels")
-    energies = []
     if method == "lattice":
-        energies.append(_LatticePairSum.apply(weighted, rest, pos, colour, float(sigma_xy),
-                                              float(sigma_rgb)))
-    for b in range(batch) if method != "lattice" else ():
-        if method == "exact":
-            a, other, node_colour, node_pos = weighted[b], rest[b], colour[b], pos
-        else:
-            index, nodes = _nodes(colour[b], height, width, cell, colour_bin)
-            count = torch.bincount(index, minlength=nodes).to(probs.dtype)
-            a = weighted.new_zeros(classes, nodes).index_add(1, index, weighted[b])
-            other = flat.new_zeros(classes, nodes).index_add(1, index, rest[b])
-            node_colour = colour.new_zeros(3, nodes).index_add(1, index, colour[b]) / count
-            node_pos = pos.new_zeros(nodes, 2).index_add(0, index, pos) / count[:, None]
-        nodes = a.shape[1]
-        _checks.check_memory(
-            probs.element_size() * (8 * _chunk(nodes, probs.element_size()) * nodes
-                                    + 8 * classes * nodes),
-            f"fully_connected_energy_loss on {nodes} nodes per image",
-            "use method='coarse' with a larger cell or colour_bin", probs.device)
-        energies.append(_DensePairSum.apply(a[None], other[None], node_pos[None],
-                                            node_colour[None], float(sigma_xy),
-                                            float(sigma_rgb)))
-    # the pairs i = j, exact at any grid
-    energy = torch.cat(energies) - (weighted * rest).sum((1, 2))
+        energy = _LatticePairSum.apply(weighted, rest, pos, colour, float(sigma_xy),
+                                       float(sigma_rgb))
+    else:
+        energies = []
+        for b in range(batch):
+            if method == "exact":
+                a, other, node_colour, node_pos = weighted[b], rest[b], colour[b], pos
+            else:
+                index, nodes = _nodes(colour[b], height, width, cell, colour_bin)
+                count = torch.bincount(index, minlength=nodes).to(probs.dtype)
+                a = weighted.new_zeros(classes, nodes).index_add(1, index, weighted[b])
+                other = flat.new_zeros(classes, nodes).index_add(1, index, rest[b])
+                node_colour = colour.new_zeros(3, nodes).index_add(1, index, colour[b]) / count
+                node_pos = pos.new_zeros(nodes, 2).index_add(0, index, pos) / count[:, None]
+            nodes = a.shape[1]
+            _checks.check_memory(
+                probs.element_size() * (8 * _chunk(nodes, probs.element_size()) * nodes
+                                        + 8 * classes * nodes),
+                f"fully_connected_energy_loss on {nodes} nodes per image",
+                "use method='coarse' with a larger cell or colour_bin", probs.device)
+            energies.append(_DensePairSum.apply(a[None], other[None], node_pos[None],
+                                                node_colour[None], float(sigma_xy),
+                                                float(sigma_rgb)))
+        # the pairs i = j, exact at any grid
+        energy = torch.cat(energies) - (weighted * rest).sum((1, 2))
     if normalization == "pixels":
         energy = energy / (height * width)
     return energy.mean()
