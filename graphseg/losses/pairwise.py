@@ -393,9 +393,10 @@ def fully_connected_energy_loss(probs: Tensor, image, *, seeds: Tensor | None = 
     down to 0.990 against 0.994 for random predictions); the diagonal of a lattice with every
     vertex occupied (a closed form in the barycentric weights) errs by 6 % in the median. Tang
     et al.'s and RRM's released code filter with the raw lattice, so their loss weights
-    absorb its scale. At 512², 21 classes, forward and backward take 1.45–1.6 times one
-    lattice build and filter with its transpose (two runs of ``benchmarks/bench_losses.py
-    --only fully_connected_512``; docs/results.md): the diagonal costs about half a build.
+    absorb its scale. At 512², 21 classes, forward and backward take 1.4 times one lattice
+    build and filter with its transpose, on 1 or 2 threads (``benchmarks/bench_losses.py
+    --only fully_connected_512``; docs/results.md); the compiled diagonal costs less than the
+    build (0.04 s against 0.05 s on one thread).
 
     ``"coarse"`` stays the default: where the exact sum can be checked (≤ 96²) its value errs
     by a tenth of the lattice's, with gradients as close or closer; ``"lattice"`` is the
