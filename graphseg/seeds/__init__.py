@@ -25,12 +25,13 @@ from graphseg.seeds.expand import (
     region_labels,
 )
 from graphseg.seeds.mining import mine_confident_regions
-from graphseg.seeds.pairs import PairLabels, pair_labels
+from graphseg.seeds.pairs import PairLabels, border_band, pair_labels
 
 __all__ = [
     "CAM_SCALES",
     "PairLabels",
     "add_background",
+    "border_band",
     "box_interior",
     "box_owner",
     "check_cam_layout",

@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from graphseg import _checks
 from graphseg.graph.offsets import window_offsets
 from graphseg.ops.reference import valid_box
 
-__all__ = ["PairLabels", "pair_labels"]
+__all__ = ["PairLabels", "border_band", "pair_labels"]
 
 UNKNOWN = 255
 
@@ -89,3 +90,39 @@ def pair_labels(
         foreground[:, k, y0:y1, x0:x1] = same & (here != 0)
         negative[:, k, y0:y1, x0:x1] = known & (here != there)
     return PairLabels(background, foreground, negative, offsets)
+
+
+def border_band(labels, band: int) -> Tensor:
+    """Label maps with the pixels near a border between two labels made unknown: every pixel
+    with a pixel of another value within ``band`` pixels (the ``(2·band + 1)²`` square
+    around it) becomes 255. The image's own edges are no border, and unknown pixels count as
+    a value of their own (their neighbourhood becomes unknown too).
+
+    Pseudo-labels are least reliable at their borders; keeping the pixels away from them
+    trains an affinity CNN only on confident pairs (as thesis Eq. 3.4–3.5 keep only the
+    confident pixels of CAMs), and a box network only on the confident pixels of its seeds.
+
+    Args:
+        labels: ``(B, H, W)`` or ``(H, W)`` int64 labels (255 = unknown).
+        band: half width of the band in pixels (0 returns the labels unchanged).
+
+    Returns:
+        The labels, same shape, with the band set to 255.
+
+    Example:
+        >>> border_band(torch.tensor([[0, 0, 0, 1, 1, 1]]), 1)
+        tensor([[  0,   0, 255, 255,   1,   1]])
+    """
+    _checks.check_positive("band", band, integer=True, allow_zero=True)
+    if not isinstance(labels, Tensor) or labels.dim() not in (2, 3) or (
+            labels.is_floating_point() or labels.is_complex()):
+        raise ValueError("labels must be an integer (B, H, W) or (H, W) tensor, got "
+                         f"{_checks._describe(labels)}")
+    if band == 0 or labels.numel() == 0:
+        return labels.clone()
+    values = labels.double()[None] if labels.dim() == 2 else labels.double()[:, None]
+    kernel = 2 * band + 1
+    highest = F.max_pool2d(values, kernel, 1, band)
+    lowest = -F.max_pool2d(-values, kernel, 1, band)
+    border = (highest != lowest).view(labels.shape)
+    return torch.where(border, torch.full_like(labels, UNKNOWN), labels)

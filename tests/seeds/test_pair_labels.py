@@ -1,10 +1,11 @@
-"""Affinity pair labels (Eq. 3.6-3.7) against a brute-force loop over pixel pairs."""
+"""Affinity pair labels (Eq. 3.6-3.7) against a brute-force loop over pixel pairs, and the band
+of unknown pixels along the borders of pseudo-labels."""
 
 import pytest
 import torch
 
 from graphseg import pixel_graph, window_offsets
-from graphseg.seeds import pair_labels
+from graphseg.seeds import border_band, pair_labels
 
 U = 255
 
@@ -63,3 +64,45 @@ def test_pair_labels_bad_seeds():
         pair_labels(torch.zeros(1, 3, 3))
     with pytest.raises(ValueError, match=r"seeds must hold class ids in >= 0 or 255"):
         pair_labels(torch.full((1, 3, 3), -1))
+
+
+# --- border_band --------------------------------------------------------------------------
+
+def test_border_band_unknowns_the_pixels_near_another_label_written_out():
+    labels = torch.tensor([[0, 0, 0, 0, 1, 1, 1, 1],
+                           [0, 0, 0, 0, 1, 1, 1, 1],
+                           [2, 2, 2, 2, 2, 2, 2, 2]])
+    banded = border_band(labels, 1)
+    # pixel (y, x) is unknown iff its 3x3 square (cut at the image's edges) holds two values
+    expected = labels.clone()
+    for y in range(3):
+        for x in range(8):
+            square = labels[max(0, y - 1):y + 2, max(0, x - 1):x + 2]
+            if len(square.unique()) > 1:
+                expected[y, x] = 255
+    assert torch.equal(banded, expected)
+    assert banded[0, 0] == 0 and banded[0, 7] == 1 and banded[0, 3] == 255
+    # a batch is banded image by image; band 0 leaves the labels as they are
+    batch = torch.stack([labels, labels.flip(1)])
+    assert torch.equal(border_band(batch, 1), torch.stack([expected, expected.flip(1)]))
+    assert torch.equal(border_band(labels, 0), labels)
+
+
+def test_border_band_widens_with_band_and_grows_unknown_regions():
+    labels = torch.zeros(1, 9, 9, dtype=torch.int64)
+    labels[0, 4, 4] = 255
+    for band in (1, 2, 3):
+        banded = border_band(labels, band)[0]
+        inside = torch.zeros(9, 9, dtype=torch.bool)
+        inside[4 - band:5 + band, 4 - band:5 + band] = True
+        assert torch.equal(banded == 255, inside)
+        assert (banded[~inside] == 0).all()
+
+
+def test_border_band_rejects_bad_input():
+    with pytest.raises(ValueError, match="band"):
+        border_band(torch.zeros(3, 3, dtype=torch.int64), -1)
+    with pytest.raises(ValueError, match="labels must be an integer"):
+        border_band(torch.zeros(3, 3), 1)
+    with pytest.raises(ValueError, match="labels must be an integer"):
+        border_band(torch.zeros(1, 1, 3, 3, dtype=torch.int64), 1)

@@ -47,7 +47,7 @@ from graphseg.pipelines.kinds import WeakInput
 from graphseg.pipelines.recipes._graphs import RGBGraph
 from graphseg.pipelines.recipes.grabcut import seed_probabilities
 from graphseg.pipelines.registry import FolderModel, register_recipe
-from graphseg.seeds import box_owner, grabcut_seeds
+from graphseg.seeds import border_band, box_owner, grabcut_seeds
 
 __all__ = ["BoxNetwork", "BoxNetworkConfig", "box_crops", "box_network_labels",
            "box_network_seeds", "box_priors", "load_box_network", "majority", "network_labels",
@@ -174,7 +174,7 @@ def _targets(seeds: Tensor, boxes: list, config: BoxNetworkConfig) -> Tensor:
     seeds hold the box's class, 0 elsewhere, 255 in the band around the border inside the
     box."""
     height, width = seeds.shape
-    size, band = config.size, config.band
+    size = config.size
     out = []
     for box in boxes:
         window = _window(box["box"], config.context)
@@ -183,13 +183,7 @@ def _targets(seeds: Tensor, boxes: list, config: BoxNetworkConfig) -> Tensor:
                                mode="nearest", padding_mode="zeros", align_corners=True)[0, 0]
         inside = (_box_coordinates(window, box["box"], size).abs() <= 1).all(0)
         target = (labels > 0.5).long() * inside
-        if band:
-            kernel = 2 * band + 1
-            fg = target.float()[None, None]
-            grown = F.max_pool2d(fg, kernel, 1, band)[0, 0] > 0
-            shrunk = -F.max_pool2d(-fg, kernel, 1, band)[0, 0] > 0
-            target[grown & ~shrunk & inside] = UNKNOWN
-        out.append(target)
+        out.append(torch.where(inside, border_band(target, config.band), target))
     return torch.stack(out) if out else torch.zeros(0, size, size, dtype=torch.long)
 
 
