@@ -110,6 +110,14 @@ def _parser() -> argparse.ArgumentParser:
     train_affinity.add_argument("--backbone-weights", metavar="FILE",
                                 help="state dict the --backbone network starts from: a local "
                                 "file (nothing is downloaded)")
+    train_affinity.add_argument("--targets", metavar="DIR",
+                                help="learn from pseudo-labels instead of the seeds of the "
+                                "weak labels: DIR/NAME.png, uint8 class ids (255 unknown) at "
+                                "each image's size, e.g. the --out of graphseg segment "
+                                "--method box-network")
+    train_affinity.add_argument("--band", type=int, default=None,
+                                help="with --targets: working pixels left unknown on each side "
+                                "of a border between two classes (default: 2)")
     _add_preset_argument(train_affinity)
     _add_output_arguments(train_affinity)
 
@@ -437,6 +445,7 @@ def _dataset_summary(args, verb: str, dataset, failures, rank: int, world: int) 
 
 def _train_affinity(args) -> int:
     from graphseg._io import output_file
+    from graphseg.data import LabelMaps
     from graphseg.pipelines import train_affinity_dataset
     from graphseg.pipelines.distributed import ranks
 
@@ -444,13 +453,18 @@ def _train_affinity(args) -> int:
     if args.backbone_weights is not None and args.backbone is None:
         raise ValueError("--backbone-weights needs --backbone (the network they belong to)")
     output_file(args.out, "--out")
+    if args.targets is None and args.band is not None:
+        raise ValueError("--band applies to --targets only")
+    targets = None if args.targets is None else LabelMaps(args.targets)
     dataset = _folder(args, weak)
     with ranks() as (rank, world):
         run = train_affinity_dataset(dataset, weak=weak, out=args.out, epochs=args.epochs,
                                      lr=args.lr, size=args.size, progress=not args.quiet,
                                      resume=args.resume, preset=args.preset,
                                      backbone=args.backbone,
-                                     backbone_weights=args.backbone_weights)
+                                     backbone_weights=args.backbone_weights,
+                                     targets=targets,
+                                     band=2 if args.band is None else args.band)
     if rank != 0:
         return 1 if run.failures else 0
     loss = f", last loss {run.history[-1]:.4f}" if run.history else ""

@@ -255,6 +255,32 @@ def test_train_affinity_reports_a_corrupt_image(tmp_path, capsys):
     assert int(torch.load(checkpoint, weights_only=True)["epochs_trained"]) == 1
 
 
+def test_train_affinity_learns_from_label_maps_of_a_folder(tmp_path, capsys):
+    import shutil
+
+    import torch
+
+    root = write_scene_set(tmp_path / "set")
+    # the ground truth stands in for pseudo-labels; one image has none: reported, left out
+    targets = tmp_path / "targets"
+    shutil.copytree(root / "masks", targets)
+    (targets / "img2.png").unlink()
+    checkpoint = tmp_path / "affinity.pt"
+    assert main(_train_args(root, checkpoint, "--weak", "box", "--targets", str(targets),
+                            "--band", "1")) == 1
+    captured = capsys.readouterr()
+    assert "img2" in captured.err and "no label map" in captured.err
+    assert "trained on 2 of 3 images" in captured.out
+    assert int(torch.load(checkpoint, weights_only=True)["epochs_trained"]) == 2
+    # --band without --targets, or a folder that is not one, are usage errors
+    assert main(_train_args(root, tmp_path / "b.pt", "--weak", "box", "--band", "1")) == 2
+    assert "--band applies to --targets only" in capsys.readouterr().err
+    assert main(_train_args(root, tmp_path / "b.pt", "--weak", "box", "--targets",
+                            str(tmp_path / "missing"))) == 2
+    assert "is not a directory" in capsys.readouterr().err
+    assert not (tmp_path / "b.pt").exists()
+
+
 def test_train_affinity_usage_errors_exit_2(tmp_path, capsys):
     root = write_scene_set(tmp_path / "set", count=1)
     checkpoint = tmp_path / "affinity.pt"

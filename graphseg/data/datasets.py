@@ -13,7 +13,7 @@ import json
 import os
 import xml.etree.ElementTree as ET
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ from graphseg import _checks
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "LabelMaps",
     "PropagationFolder",
     "VOC_CLASSES",
     "WEAK_KINDS",
@@ -84,6 +85,40 @@ def read_label_map(path: str | os.PathLike, size: tuple[int, int] | None = None,
         raise ValueError(f"{what} {path} has size {array.shape[0]}x{array.shape[1]} but "
                          f"{reference} has size {size[0]}x{size[1]} (HxW)")
     return torch.from_numpy(array.astype(np.int64))
+
+
+class LabelMaps(Mapping):
+    """The label maps ``FOLDER/NAME.png`` of a folder (uint8 class ids, 255 = unknown, as
+    ``graphseg segment --out`` writes them) by image name, each read when it is looked up
+    (:func:`read_label_map`): pseudo-labels for
+    :func:`graphseg.pipelines.train_affinity_dataset`'s ``targets``.
+
+    Args:
+        folder: the folder of PNGs.
+    """
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise ValueError(f"label map folder {self.folder} is not a directory")
+
+    def _path(self, name: str) -> Path:
+        return self.folder / f"{name}.png"
+
+    def __getitem__(self, name: str) -> Tensor:
+        path = self._path(name)
+        if not path.is_file():
+            raise KeyError(name)
+        return read_label_map(path, what="label map")
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._path(name).is_file()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(path.stem for path in self.folder.glob("*.png")))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.folder.glob("*.png"))
 
 
 def image_files(folder: Path) -> dict[str, Path | list[Path]]:

@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
+from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
@@ -21,6 +23,7 @@ from graphseg.pipelines._runner import Failure, for_each_sample, sample_labels
 from graphseg.pipelines.distributed import gather_failures, process_group
 from graphseg.pipelines.kinds import LABEL_KEYS, weak_input
 from graphseg.pipelines.presets import Preset, resolve_preset
+from graphseg.seeds import border_band
 
 __all__ = ["AFFINITY_ARCHITECTURE", "AffinityTraining", "affinity_model", "load_affinity",
            "train_affinity_dataset"]
@@ -135,7 +138,7 @@ class AffinityTraining:
 
 
 def _seed_batches(dataset, weak: str, size: int, preset: Preset, progress: bool,
-                  shard: tuple[int, int]):
+                  shard: tuple[int, int], targets: Mapping[str, Tensor] | None, band: int):
     """(image, seeds) pairs of a shard at the working resolution, and the images that
     failed."""
     batches = []
@@ -143,10 +146,21 @@ def _seed_batches(dataset, weak: str, size: int, preset: Preset, progress: bool,
 
     def process(name: str, sample: dict) -> None:
         image = single_image(sample["image"])
-        seeds = weak_input(image, sample_labels(sample, LABEL_KEYS[weak]), weak=weak,
-                           num_classes=num_classes, config=preset.seeds).affinity_seeds
         small = resize_image(image, size)
-        batches.append((small, resample_seeds(seeds, tuple(small.shape[2:]))))
+        if targets is None:
+            seeds = weak_input(image, sample_labels(sample, LABEL_KEYS[weak]), weak=weak,
+                               num_classes=num_classes, config=preset.seeds).affinity_seeds
+            batches.append((small, resample_seeds(seeds, tuple(small.shape[2:]))))
+            return
+        if name not in targets:
+            raise ValueError(f"targets has no label map for image {name!r}")
+        labels = _checks.as_label_batch(targets[name], f"targets[{name!r}]")
+        if labels.shape[0] != 1 or tuple(labels.shape[1:]) != tuple(image.shape[2:]):
+            raise ValueError(f"targets[{name!r}] must be ({image.shape[2]}, {image.shape[3]}) "
+                             f"like its image, got shape {tuple(targets[name].shape)}")
+        _checks.check_seed_values(f"targets[{name!r}]", labels, num_classes)
+        batches.append((small, border_band(resample_seeds(labels, tuple(small.shape[2:])),
+                                           band)))
 
     failures = for_each_sample(dataset, process, desc=f"seeds {weak}", shard=shard,
                                progress=progress)
@@ -159,6 +173,7 @@ def train_affinity_dataset(dataset, *, weak: str, out: str | os.PathLike, epochs
                            progress: bool = True, resume: bool = False, seed: int = 0,
                            backbone: str | None = None,
                            backbone_weights: str | os.PathLike | None = None,
+                           targets: Mapping[str, Tensor] | None = None, band: int = 2,
                            settings=None) -> AffinityTraining:
     """Trains the affinity CNN of :func:`affinity_model` (:data:`AFFINITY_ARCHITECTURE`, or
     the network of ``backbone``) on the seeds of a data set's weak labels (thesis §3.3.3) and
@@ -206,6 +221,15 @@ def train_affinity_dataset(dataset, *, weak: str, out: str | os.PathLike, epochs
             checkpoint; a resumed checkpoint must have been trained with the same one.
         backbone_weights: a local state-dict file the network of ``backbone`` starts from
             (nothing is downloaded); read when training starts, not when it resumes.
+        targets: pseudo-labels to learn from instead of the weak labels' seeds: image name →
+            ``(H, W)`` class ids at the image's size (e.g. the output of
+            :func:`~graphseg.pipelines.recipes.box_network.box_network_labels`, 255 =
+            unknown). Each is resized to the working resolution (nearest) and its pixels
+            within ``band`` working pixels of a border between two classes are left unknown
+            (:func:`graphseg.seeds.border_band`): the affinities are learned from the
+            confident pixels only, as the thesis learns them from the confident CAM pixels
+            (Eq. 3.4–3.5). An image without a label map is reported and left out.
+        band: that band's half width (0 keeps every pixel).
         settings: deprecated; use ``preset``.
 
     Returns:
@@ -220,6 +244,10 @@ def train_affinity_dataset(dataset, *, weak: str, out: str | os.PathLike, epochs
     _checks.check_positive("lr", lr)
     _checks.check_positive("size", size, integer=True)
     _checks.check_positive("radius", radius, integer=True)
+    _checks.check_positive("band", band, integer=True, allow_zero=True)
+    if targets is not None and not isinstance(targets, Mapping):
+        raise ValueError("targets must map image names to (H, W) label maps, got "
+                         f"{type(targets).__name__}")
     # the working images are kept for every epoch and the network's activations grow with
     # them: checked for a square image of side `size` before any image is read
     _checks.check_memory(TRAIN_BYTES_PER_PIXEL * size * size,
@@ -241,7 +269,7 @@ def train_affinity_dataset(dataset, *, weak: str, out: str | os.PathLike, epochs
     if done >= epochs:
         return AffinityTraining(epochs=done)
     batches, failures = _seed_batches(dataset, weak, size, preset, progress and rank == 0,
-                                      (rank, world))
+                                      (rank, world), targets, band)
     failures = gather_failures(failures, getattr(dataset, "names", None))
     counts = [len(batches)]
     if world > 1:

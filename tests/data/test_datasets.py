@@ -10,7 +10,7 @@ from conftest import DATA_DIR
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from graphseg.data import SegmentationFolder, VOCSegmentation, collate_samples
+from graphseg.data import LabelMaps, SegmentationFolder, VOCSegmentation, collate_samples
 
 XML = """<annotation><size><width>{w}</width><height>{h}</height></size>{objects}</annotation>"""
 OBJECT = ("<object><name>{name}</name><difficult>{difficult}</difficult><bndbox>"
@@ -213,3 +213,22 @@ def test_shared_voc14_points_only():
         assert set(sample) == {"name", "image", "points"}
         assert sample["points"] and all(set(p) == {"x", "y", "cls"} for p in sample["points"])
     assert "'boxes'" not in repr(vars(dataset))
+
+
+def test_label_maps_read_a_folder_of_pngs_by_name(tmp_path):
+    labels = np.array([[0, 1, 255], [2, 0, 1]], dtype=np.uint8)
+    Image.fromarray(labels, mode="L").save(tmp_path / "b.png")
+    Image.fromarray(labels[::-1].copy(), mode="L").save(tmp_path / "a.png")
+    (tmp_path / "notes.txt").write_text("not a label map")
+    maps = LabelMaps(tmp_path)
+    assert list(maps) == ["a", "b"] and len(maps) == 2
+    assert "a" in maps and "c" not in maps and 3 not in maps
+    assert maps["b"].dtype == torch.int64
+    assert torch.equal(maps["b"], torch.from_numpy(labels.astype(np.int64)))
+    with pytest.raises(KeyError):
+        maps["c"]
+    Image.new("RGB", (3, 2)).save(tmp_path / "c.png")
+    with pytest.raises(ValueError, match="label map .*c.png must be a palette"):
+        maps["c"]
+    with pytest.raises(ValueError, match="is not a directory"):
+        LabelMaps(tmp_path / "missing")
