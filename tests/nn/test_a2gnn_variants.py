@@ -3,6 +3,7 @@ L_reg kernel written out pair by pair, and what each variant selects in the trai
 pipeline configs (docs/paper_presets.md)."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -14,12 +15,19 @@ from graphseg.data import SegmentationFolder
 from graphseg.losses import mp_loss, potts_loss
 from graphseg.nn import A2GNN, AffinityCNN, ResNetBackbone, fit_a2gnn, train_affinity
 from graphseg.nn import train as train_module
-from graphseg.nn.train import A2GNN_SETTINGS, a2gnn_kernel_graph, a2gnn_settings
+from graphseg.nn.train import (
+    A2GNN_SETTINGS,
+    a2gnn_kernel_graph,
+    a2gnn_settings,
+    resample_seeds,
+)
 from graphseg.pipelines import PRESETS
 from graphseg.pipelines import affinity as affinity_pipeline
+from graphseg.pipelines._common import resize_image
 from graphseg.pipelines.recipes import A2GNNConfig, LearnedGraph
 from graphseg.pipelines.recipes import a2gnn as recipe
 from graphseg.propagate import CRF_PRESETS
+from graphseg.seeds import border_band
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -333,3 +341,102 @@ def test_train_affinity_dataset_takes_the_learned_graph_of_the_preset(monkeypatc
         progress=False)
     (kwargs,) = calls
     assert (kwargs["radius"], kwargs["shape"], kwargs["variant"]) == (radius, shape, variant)
+
+
+def test_learned_graph_at_image_resolution_is_the_resized_features_written_out():
+    torch.manual_seed(0)
+    model = small_affinity_cnn().eval()
+    image = torch.rand(1, 3, 40, 60, generator=torch.Generator().manual_seed(2))
+    learned = LearnedGraph(size=30, radius=2, shape="disk", threshold=None,
+                           resolution="image", beta=4.0)
+    graph = learned.build(image, model)
+    assert graph.image_size == (40, 60)
+    with torch.no_grad():
+        out = model(resize_image(image, 30))
+    features = torch.nn.functional.interpolate(out.affinity, size=(40, 60), mode="bilinear",
+                                               align_corners=False)
+    nodes = torch.nn.functional.interpolate(out.nodes, size=(40, 60), mode="bilinear",
+                                            align_corners=False)
+    torch.testing.assert_close(graph.x, nodes)
+    d = features.shape[1]
+    # D_ij = exp(-||F_i - F_j||_1 / d) (Eq. 3.14) raised to beta, on a few pixel pairs
+    for k, (dy, dx) in enumerate(graph.offsets.tolist()):
+        for y, x in [(0, 0), (7, 11), (20, 30), (39, 59)]:
+            if not (0 <= y + dy < 40 and 0 <= x + dx < 60):
+                continue
+            distance = (features[0, :, y, x] - features[0, :, y + dy, x + dx]).abs().sum() / d
+            assert math.isclose(float(graph.weight[0, k, y, x]),
+                                math.exp(-float(distance)) ** 4, rel_tol=1e-4, abs_tol=1e-7)
+
+
+def test_learned_graph_beta_raises_the_node_graph_to_a_power():
+    torch.manual_seed(0)
+    model = small_affinity_cnn().eval()
+    image = torch.rand(1, 3, 40, 60, generator=torch.Generator().manual_seed(3))
+    plain = LearnedGraph(size=30, radius=2).build(image, model)
+    with torch.no_grad():
+        expected = model.to_graph(resize_image(image, 30), radius=2, shape="square",
+                                  threshold=1e-3)
+    torch.testing.assert_close(plain.weight, expected.weight)  # beta 1: the thesis's graph
+    sharp = LearnedGraph(size=30, radius=2, beta=8.0).build(image, model)
+    torch.testing.assert_close(sharp.weight, expected.weight ** 8)
+    with pytest.raises(ValueError, match="resolution"):
+        LearnedGraph(resolution="pixels")
+    with pytest.raises(ValueError, match="beta"):
+        LearnedGraph(beta=0.0)
+
+
+def test_train_affinity_dataset_learns_from_targets_away_from_their_borders(monkeypatch,
+                                                                            tmp_path):
+    seen = []
+
+    def fake_train(model, batches, **kwargs):
+        seen.append(list(batches))
+        return [0.0]
+
+    monkeypatch.setattr(affinity_pipeline, "train_affinity", fake_train)
+    write_scene_set(tmp_path / "set", count=3)
+    dataset = SegmentationFolder(tmp_path / "set", weak="boxes")
+    names = dataset.names
+    targets = {name: dataset[i]["mask"].long() for i, name in enumerate(names)}
+    run = affinity_pipeline.train_affinity_dataset(
+        dataset, weak="boxes", out=tmp_path / "a.pt", epochs=1, size=24, progress=False,
+        targets=targets, band=1)
+    assert not run.failures
+    for (image, seeds), name in zip(seen[0], names, strict=True):
+        labels = resample_seeds(targets[name][None], tuple(image.shape[2:]))
+        assert torch.equal(seeds, border_band(labels, 1))
+        assert (seeds == 255).any() and (seeds == 1).any() and (seeds == 0).any()
+    # an image without a label map, or with one of another size, is reported and left out
+    partial = {names[0]: targets[names[0]], names[1]: targets[names[1]][:-1]}
+    run = affinity_pipeline.train_affinity_dataset(
+        dataset, weak="boxes", out=tmp_path / "b.pt", epochs=1, size=24, progress=False,
+        targets=partial)
+    assert [f.name for f in run.failures] == names[1:]
+    assert "must be" in run.failures[0].reason and "no label map" in run.failures[1].reason
+    assert len(seen[1]) == 1
+    with pytest.raises(ValueError, match="targets must map"):
+        affinity_pipeline.train_affinity_dataset(
+            dataset, weak="boxes", out=tmp_path / "c.pt", epochs=1, targets=[1, 2])
+    with pytest.raises(ValueError, match="band"):
+        affinity_pipeline.train_affinity_dataset(
+            dataset, weak="boxes", out=tmp_path / "c.pt", epochs=1, targets=targets, band=-1)
+
+
+def test_learned_graph_times_the_rgb_kernel_at_image_resolution():
+    torch.manual_seed(0)
+    model = small_affinity_cnn().eval()
+    image = torch.rand(1, 3, 40, 60, generator=torch.Generator().manual_seed(4))
+    learned = LearnedGraph(size=30, radius=2, shape="disk", resolution="image", beta=2.0)
+    alone = learned.build(image, model)
+    both = replace(learned, rgb=True).build(image, model)
+    # w_ij = D_ij^beta * exp(-|p_i - p_j|^2 / (2 * 2^2) - |c_i - c_j|^2 / (2 * 0.1^2))
+    for k, (dy, dx) in enumerate(both.offsets.tolist()):
+        y, x = 20, 30
+        colour = float(((image[0, :, y, x] - image[0, :, y + dy, x + dx]) ** 2).sum())
+        kernel = math.exp(-(dy * dy + dx * dx) / 8.0 - colour / (2 * 0.01))
+        assert math.isclose(float(both.weight[0, k, y, x]),
+                            float(alone.weight[0, k, y, x]) * kernel, rel_tol=1e-4,
+                            abs_tol=1e-12)
+    with pytest.raises(ValueError, match="resolution='image'"):
+        LearnedGraph(rgb=True)

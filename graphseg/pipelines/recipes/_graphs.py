@@ -6,11 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from graphseg import _checks
 from graphseg._checks import VARIANTS
-from graphseg.graph.window import WindowGraph, pixel_graph
+from graphseg.graph.window import WindowGraph, feature_graph, pixel_graph
 from graphseg.nn.affinity import AffinityCNN
 from graphseg.pipelines._common import resize_image
 
@@ -61,12 +62,31 @@ class LearnedGraph:
     window entry, as the official code)."""
     variant: str = "official"
     """The affinity CNN's loss in training (:func:`graphseg.nn.affinity_loss`)."""
+    resolution: str = "nodes"
+    """Where the graph's nodes lie: ``"nodes"``, one per position of F_A (the thesis's and
+    AffinityNet's graph, stride 4 of the working image), or ``"image"``, one per pixel of the
+    image: F_A (and the node features X) resized bilinearly to the image and the window taken
+    there, so that a walk needs no upsampling of its result."""
+    beta: float = 1.0
+    """Power of the learned affinities, W = D^β (AffinityNet's β, Ahn & Kwak CVPR 2018 §4.2:
+    8; 1 is the thesis's D), after Eq. 3.14's threshold. Resized features change slowly from
+    pixel to pixel, so the ``"image"`` graph needs a large β to hold a boundary."""
+    rgb: bool = False
+    """With ``resolution="image"``: multiply the learned affinities into the weights of the
+    RGB + position kernel (:class:`RGBGraph`'s bandwidths) on the same window, so that colour
+    edges the node grid cannot resolve still separate pixels (graphseg's graph, not the
+    thesis's)."""
 
     def __post_init__(self) -> None:
         _checks.check_choice("variant", self.variant, VARIANTS)
         _checks.check_choice("shape", self.shape, ("disk", "square"))
         _checks.check_positive("radius", self.radius, integer=True)
         _checks.check_positive("size", self.size, integer=True)
+        _checks.check_choice("resolution", self.resolution, ("nodes", "image"))
+        _checks.check_positive("beta", self.beta)
+        if self.rgb and self.resolution != "image":
+            raise ValueError("rgb=True multiplies the RGB kernel into a graph at image "
+                             "resolution: set resolution='image'")
         if self.train_radius is not None:
             _checks.check_positive("train_radius", self.train_radius, integer=True)
 
@@ -96,5 +116,23 @@ class LearnedGraph:
         device = next(model.parameters()).device
         model.eval()
         with torch.no_grad():
-            return model.to_graph(resize_image(image, self.size).to(device), radius=self.radius,
-                                  shape=self.shape, threshold=self.threshold)
+            small = resize_image(image, self.size).to(device)
+            if self.resolution == "nodes":
+                graph = model.to_graph(small, radius=self.radius, shape=self.shape,
+                                       threshold=self.threshold)
+            else:
+                out = model(small)
+                size = tuple(image.shape[2:])
+                features, nodes = (F.interpolate(x, size=size, mode="bilinear",
+                                                 align_corners=False)
+                                   for x in (out.affinity, out.nodes))
+                graph = feature_graph(features, radius=self.radius, shape=self.shape,
+                                      kind="l1", threshold=self.threshold)
+                graph = WindowGraph(graph.weight, graph.offsets, x=nodes)
+        weight = graph.weight.pow_(self.beta) if self.beta != 1.0 else graph.weight
+        if self.rgb:
+            colour = RGBGraph()
+            weight = weight * pixel_graph(image.to(weight.device), offsets=graph.offsets,
+                                          sigma_xy=colour.sigma_xy,
+                                          sigma_rgb=colour.sigma_rgb).weight
+        return WindowGraph(weight, graph.offsets, x=graph.x)
