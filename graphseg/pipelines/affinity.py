@@ -154,15 +154,17 @@ def _seed_batches(dataset, weak: str, size: int, preset: Preset, progress: bool,
             return
         if name not in targets:
             raise ValueError(f"targets has no label map for image {name!r}")
-        labels = _checks.as_label_batch(targets[name], f"targets[{name!r}]")
+        given = targets[name]
+        labels = _checks.as_label_batch(given, f"targets[{name!r}]")
         if labels.shape[0] != 1 or tuple(labels.shape[1:]) != tuple(image.shape[2:]):
             raise ValueError(f"targets[{name!r}] must be ({image.shape[2]}, {image.shape[3]}) "
-                             f"like its image, got shape {tuple(targets[name].shape)}")
+                             f"like its image, got shape {tuple(given.shape)}")
         _checks.check_seed_values(f"targets[{name!r}]", labels, num_classes)
         batches.append((small, border_band(resample_seeds(labels, tuple(small.shape[2:])),
                                            band)))
 
-    failures = for_each_sample(dataset, process, desc=f"seeds {weak}", shard=shard,
+    failures = for_each_sample(dataset, process, shard=shard,
+                               desc=f"seeds {weak}" if targets is None else "targets",
                                progress=progress)
     return batches, failures
 

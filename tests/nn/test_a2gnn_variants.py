@@ -440,3 +440,8 @@ def test_learned_graph_times_the_rgb_kernel_at_image_resolution():
                             abs_tol=1e-12)
     with pytest.raises(ValueError, match="resolution='image'"):
         LearnedGraph(rgb=True)
+    # a channel-last uint8 array is the same image
+    pixels = (image[0] * 255).round().to(torch.uint8)
+    array = pixels.permute(1, 2, 0).numpy()
+    torch.testing.assert_close(learned.build(array, model).weight,
+                               learned.build(pixels.float() / 255, model).weight)

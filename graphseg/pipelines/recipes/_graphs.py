@@ -112,7 +112,9 @@ class LearnedGraph:
         return cls(**{"radius": _OFFICIAL_RADIUS[weak], "train_radius": 4, "shape": "square",
                       "threshold": None, "variant": "official", **changes})
 
-    def build(self, image: Tensor, model: AffinityCNN) -> WindowGraph:
+    def build(self, image, model: AffinityCNN) -> WindowGraph:
+        """The graph of ``image`` (any image form of docs/graphs.md#images) under ``model``."""
+        image = _checks.as_image_batch(image, "image", channels=3)
         device = next(model.parameters()).device
         model.eval()
         with torch.no_grad():
