@@ -1,21 +1,27 @@
 """Does the learned graph earn its place? One propagation from the same box seeds, on the RGB +
 position kernel graph and on the learned graph of an affinity CNN trained across the folder.
 
-The affinity CNN (thesis §3.3.3) is trained once per working size on the box seeds M_B of every
-image of the folder (:func:`graphseg.pipelines.train_affinity_dataset`); with several
-``--epochs`` the shorter runs are snapshots of the longest one (a resumed run continues exactly
-as an uninterrupted one). Then every image is labelled, from the seeds of
+The affinity CNN (thesis §3.3.3) is trained once per working size across the folder
+(:func:`graphseg.pipelines.train_affinity_dataset`), by default on the labels of the
+``box-network`` recipe (trained on the same folder from its boxes; ``--targets``), away from
+their borders (``--band``), as the thesis trains it on the confident pixels of CAMs; with
+``--targets seeds`` on the box seeds M_B of every image. With several ``--epochs`` the shorter
+runs are snapshots of the longest one (a resumed run continues exactly as an uninterrupted
+one). Then every image is labelled, from the seeds M_B of
 :func:`graphseg.pipelines.weak_seeds`, by
 
 - ``seeds``: the seeds alone, unknown pixels counted background (for scale);
 - ``harmonic``: Grady's random walker (:func:`graphseg.harmonic`) on the RGB graph at image
-  resolution, or on the learned graph at the resolution of its nodes (the seeds resampled
-  there, nearest; the probabilities upsampled bilinearly to the image before the argmax).
-  Beside it, the same walk with the seeded pixels set back to their seeds (``learned, seeds
-  kept``: the walk at image resolution keeps them by construction, the upsampled one may
-  overrule them), and as a control the RGB graph of the image resized to the learned
-  graph's nodes, walked and upsampled the same way (``rgb at the learned nodes``: the
-  learned graph's resolution without its affinities);
+  resolution, and on the learned graph (:class:`graphseg.pipelines.LearnedGraph`). By default
+  that graph is at image resolution too (``--resolution image``): F_A resized to the image,
+  the RGB graph's window, affinities raised to ``--beta``; beside it, those affinities
+  multiplied into the RGB graph's weights (``learned × rgb``, ``LearnedGraph(rgb=True)``).
+  At the nodes of F_A
+  (``--resolution nodes``, the thesis's graph) the seeds are resampled to the nodes (nearest)
+  and the probabilities upsampled bilinearly to the image before the argmax; beside it then,
+  the same walk with the seeded pixels set back to their seeds (``learned, seeds kept``) and,
+  as a control, the RGB graph of the image resized to the learned graph's nodes, walked and
+  upsampled the same way (``rgb at the learned nodes``);
 - ``a2gnn``: :func:`graphseg.pipelines.segment` with ``method="a2gnn"``, on the superpixel
   graph (``checkpoint=None``) or the learned graph (``checkpoint=`` the affinity CNN), the
   preset's finishing included.
@@ -23,13 +29,13 @@ as an uninterrupted one). Then every image is labelled, from the seeds of
 Labels outside the boxes are background in every row (as :func:`~graphseg.pipelines.segment`
 does). Scores: foreground IoU, error over the box interiors (the GrabCut protocol of
 eval_weak.py). Seconds per image: the median over the images, the seeds included, plus the
-affinity CNN's training time divided by the images of the folder it was trained on.
+training time (the box network's and the affinity CNN's) divided by the images of the folder.
 
 Usage::
 
-    python benchmarks/eval_learned_graph.py                       # horses224, 20 epochs
+    python benchmarks/eval_learned_graph.py --size 192 --a2gnn-limit 0   # horses224, 20 epochs
+    python benchmarks/eval_learned_graph.py --targets seeds --resolution nodes
     python benchmarks/eval_learned_graph.py --epochs 20 --epochs 40 --size 128 --size 192
-    python benchmarks/eval_learned_graph.py --a2gnn-limit 40 --context image
     python benchmarks/eval_learned_graph.py --limit 10 --a2gnn-limit 5 --out /tmp/affinity
 """
 
@@ -60,6 +66,7 @@ from graphseg.pipelines import (  # noqa: E402
     LearnedGraph,
     Preset,
     RGBGraph,
+    box_network_labels,
     load_affinity,
     segment,
     train_affinity_dataset,
@@ -133,8 +140,20 @@ def a2gnn(sample: dict, num_classes: int, model, learned: LearnedGraph,
                    num_classes=num_classes, preset=preset, config=config, checkpoint=model)
 
 
-def train(dataset, out: Path, size: int, epochs: list[int],
-          preset: Preset) -> dict[int, tuple[Path, float]]:
+def box_network_targets(dataset) -> tuple[dict, float]:
+    """The labels of the ``box-network`` recipe (trained across the folder on its boxes) for
+    every image, and the seconds they took."""
+    start = time.perf_counter()
+    samples = [dataset[i] for i in range(len(dataset))]
+    labels = box_network_labels(samples, num_classes=dataset.num_classes, progress=False)
+    seconds = time.perf_counter() - start
+    emit({"case": "eval_learned_graph_targets", "set": SET, "targets": "box-network",
+          "seconds": round(seconds, 1), **_rounded(_score(SET, dataset, labels))})
+    return labels, seconds
+
+
+def train(dataset, out: Path, size: int, epochs: list[int], preset: Preset,
+          targets: dict | None, band: int) -> dict[int, tuple[Path, float]]:
     """Checkpoints of the affinity CNN at each of ``epochs`` (one run, snapshots copied on the
     way) and the training seconds up to each, seeds included (a resumed run builds them
     again)."""
@@ -142,7 +161,8 @@ def train(dataset, out: Path, size: int, epochs: list[int],
     for count in sorted(epochs):
         start = time.perf_counter()
         report = train_affinity_dataset(dataset, weak=WEAK, out=path, epochs=count, size=size,
-                                        preset=preset, progress=False, resume=done > 0)
+                                        preset=preset, progress=False, resume=done > 0,
+                                        targets=targets, band=band)
         elapsed += time.perf_counter() - start
         snapshot = out / f"affinity_s{size}_e{count}.pt"
         shutil.copyfile(path, snapshot)
@@ -177,7 +197,10 @@ def run(dataset, samples: list[dict], models: dict, a2gnn_limit: int,
             for key in [("harmonic", "rgb", None), ("a2gnn", "superpixel", None),
                         *[(m, g, k) for k in models for m, g in (
                             ("harmonic", "learned"), ("harmonic", "learned, seeds kept"),
-                            ("harmonic", "rgb at the learned nodes"), ("a2gnn", "learned"))]]:
+                            ("harmonic", "rgb at the learned nodes"), ("a2gnn", "learned"))
+                          if models[k][1].resolution == "nodes" or g == "learned"],
+                        *[("harmonic", "learned × rgb", k) for k in models
+                          if models[k][1].resolution == "image"]]:
                 if key[0] == "harmonic" or index < a2gnn_limit:
                     record(key, name, labels, seed_seconds)
             continue
@@ -189,6 +212,12 @@ def run(dataset, samples: list[dict], models: dict, a2gnn_limit: int,
             labels, size = harmonic_learned(image, inputs, model, learned)
             seconds = seed_seconds + time.perf_counter() - start
             record(("harmonic", "learned", key), name, labels, seconds)
+            if learned.resolution == "image":  # the walk keeps its seeds, no control needed
+                start = time.perf_counter()
+                labels, _ = harmonic_learned(image, inputs, model, replace(learned, rgb=True))
+                record(("harmonic", "learned × rgb", key), name, labels,
+                       seed_seconds + time.perf_counter() - start)
+                continue
             record(("harmonic", "learned, seeds kept", key), name, keep_seeds(labels, inputs),
                    seconds)
             start = time.perf_counter()
@@ -261,6 +290,19 @@ def main() -> None:
                         help="GrabCut's window around each box for the seeds, as a fraction "
                              "of the box's sides, or 'image' for the whole image (default: "
                              "the preset's)")
+    parser.add_argument("--targets", choices=("box-network", "seeds"), default="box-network",
+                        help="what the affinity CNN learns from: the labels of the box-network "
+                             "recipe trained on the folder (its time counted in the learned "
+                             "rows), or the seeds M_B (default: box-network)")
+    parser.add_argument("--band", type=int, default=2,
+                        help="with --targets box-network: working pixels left unknown on each "
+                             "side of the labels' borders (default: 2)")
+    parser.add_argument("--resolution", choices=("image", "nodes"), default="image",
+                        help="the learned graph's nodes: every pixel of the image (with the "
+                             "RGB graph's window) or the positions of F_A (default: image)")
+    parser.add_argument("--beta", type=float, default=None,
+                        help="power of the learned affinities (default: 256 at image "
+                             "resolution, 1 at the nodes)")
     parser.add_argument("--out", help="folder for the checkpoints (default: a temporary one)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
     args = parser.parse_args()
@@ -273,15 +315,21 @@ def main() -> None:
     samples = [dataset[i] for i in range(len(dataset))]
     preset = PRESETS[WEAK].replace(replace(PRESETS[WEAK].seeds, context=args.context))
     learned = preset.config("a2gnn").learned
+    beta = args.beta if args.beta is not None else 256.0 if args.resolution == "image" else 1.0
+    learned = replace(learned, resolution=args.resolution, beta=beta)
+    if args.resolution == "image":  # like for like: the RGB graph's window
+        learned = replace(learned, radius=RGBGraph().radius, shape="disk")
+    targets, target_seconds = (box_network_targets(dataset) if args.targets == "box-network"
+                               else (None, 0.0))
     with tempfile.TemporaryDirectory() as temporary:
         out = Path(args.out or temporary)
         out.mkdir(parents=True, exist_ok=True)
         models = {}
         for size in args.size or [learned.size]:
             for epochs, (path, seconds) in train(dataset, out, size, args.epochs or [20],
-                                             preset).items():
+                                                 preset, targets, args.band).items():
                 models[(size, epochs)] = (load_affinity(path), replace(learned, size=size),
-                                          seconds)
+                                          seconds + target_seconds)
         limit = len(samples) if args.a2gnn_limit is None else args.a2gnn_limit
         rows = run(dataset, samples, models, limit, preset)
     print(_table(rows))
