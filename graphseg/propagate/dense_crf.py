@@ -11,7 +11,7 @@ from torch import Tensor
 from graphseg import _checks
 from graphseg.graph.offsets import window_offsets
 from graphseg.graph.window import WindowGraph, check_window_size, pixel_graph
-from graphseg.propagate.lattice import PermutohedralLattice, _FilterSum
+from graphseg.propagate.lattice import PermutohedralLattice, _FilterSum, _free_cores
 
 __all__ = ["CRF_METHODS", "CRF_PRESETS", "crf", "crf_kernels", "dense_crf", "lattice_kernels"]
 
@@ -211,11 +211,12 @@ def crf(
         return _mean_field(probs, (smooth._aggregate, appearance._aggregate), weights,
                            settings["num_iter"], clip, largest)
     out = []
-    for b in range(probs.shape[0]):  # one image at a time, classes × pixels
-        filters = lattice_kernels(image[b : b + 1], **kernels)
-        marginals = _lattice_mean_field(probs[b].flatten(1), filters, weights,
-                                        settings["num_iter"], clip, largest)
-        out.append(marginals.reshape(probs.shape[1:]))
+    with _free_cores():  # the torch ops between the lattice calls too
+        for b in range(probs.shape[0]):  # one image at a time, classes × pixels
+            filters = lattice_kernels(image[b : b + 1], **kernels)
+            marginals = _lattice_mean_field(probs[b].flatten(1), filters, weights,
+                                            settings["num_iter"], clip, largest)
+            out.append(marginals.reshape(probs.shape[1:]))
     return torch.stack(out)
 
 

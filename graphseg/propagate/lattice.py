@@ -38,6 +38,7 @@ from torch import Tensor
 
 from graphseg import _checks
 from graphseg.ops import window_ops
+from graphseg.propagate._threads import free_threads, intra_op_threads
 
 __all__ = ["PermutohedralLattice", "lattice_filter"]
 
@@ -96,7 +97,8 @@ class PermutohedralLattice:
         self._ext = _extension_for(closed, extent)
         self._by_vertex = None
         if self._ext is not None:
-            self.index, weight, self.neighbours = self._ext.lattice_build(closed)
+            with _free_cores():
+                self.index, weight, self.neighbours = self._ext.lattice_build(closed)
         else:
             self.index, weight, self.neighbours, self._by_vertex = _build(closed)
         self.weight = weight.to(features.dtype)
@@ -146,8 +148,9 @@ class PermutohedralLattice:
             weight = self._compiled(self.weight.dtype)
             if weight is None:
                 weight = self._compiled(torch.float32)
-            return self._ext.lattice_diagonal(self.index, weight,
-                                              self.neighbours).to(self.weight.dtype)
+            with _free_cores():
+                diagonal = self._ext.lattice_diagonal(self.index, weight, self.neighbours)
+            return diagonal.to(self.weight.dtype)
         d, device = self.dim, self.index.device
         missing = self.num_vertices
         neighbours = torch.cat([self.neighbours, self.neighbours.new_full((d + 1, 2, 1),
@@ -226,8 +229,10 @@ class PermutohedralLattice:
         if weight is not None:
             if scale is not None:
                 weight = weight * scale.to(weight.dtype)[:, None]
-            return self._ext.lattice_filter(values, self.index, weight, weight,
-                                            self.neighbours, reverse=reverse).to(given)
+            with _free_cores():
+                out = self._ext.lattice_filter(values, self.index, weight, weight,
+                                               self.neighbours, reverse=reverse)
+            return out.to(given)
         values = values.contiguous()
         if scale is not None:
             scale = scale.to(values.dtype)[:, None]
@@ -266,11 +271,21 @@ class _FilterSum:
 
     def __call__(self, values: Tensor, base: Tensor) -> Tensor:
         if self._ext is not None:
-            return self._ext.lattice_filter_sum(values, base, *self._args, upper=self.upper)
+            with _free_cores():
+                return self._ext.lattice_filter_sum(values, base, *self._args,
+                                                    upper=self.upper)
         total = base.clone()
         for lattice, before, after in self.terms:
             total += after * lattice._apply(before * values)
         return total.clamp_max_(self.upper)
+
+
+def _free_cores():
+    """The context of one compiled lattice op: torch's threads cut to those whose cores are
+    free now (:func:`graphseg.propagate._threads.free_threads`). Each op is a few parallel
+    regions ending at barriers; beside a CPU-bound process on 2 cores, a team of two waits a
+    scheduler time slice at each (the CRF ran 2.4× slower on two threads than on one)."""
+    return intra_op_threads(free_threads(torch.get_num_threads()))
 
 
 def _extension_for(features: Tensor, extent: float):

@@ -112,3 +112,31 @@ def test_serial_coarse_levels_equal_threaded_ones(monkeypatch, two_threads):
     preconditioner(rhs)
     assert {threads for work, threads in threads_seen if work < _threads.SERIAL_WORK} == {1}
     assert {threads for work, threads in threads_seen if work >= _threads.SERIAL_WORK} == {2}
+
+
+def test_the_lattice_crf_runs_on_the_free_cores_only(monkeypatch, two_threads):
+    graphseg_ext = pytest.importorskip("graphseg_ext")
+    from graphseg.propagate import crf
+    from graphseg.propagate import lattice as lattice_module
+
+    seen = []
+    original = graphseg_ext.lattice_filter_sum
+
+    def recording(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return original(*args, **kwargs)
+
+    generator = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 3, 24, 32, generator=generator)
+    probs = torch.softmax(torch.randn(1, 3, 24, 32, generator=generator), 1)
+    results = {}
+    for free in (2, 1):
+        _force_free_cores(monkeypatch, free)
+        monkeypatch.setattr(graphseg_ext, "lattice_filter_sum", recording)
+        seen.clear()
+        results[free] = crf(image, probs, method="lattice")
+        if lattice_module.PermutohedralLattice(torch.zeros(1, 2))._ext is None:
+            pytest.skip("the compiled lattice is not in use")
+        assert seen and set(seen) == {free}
+        assert torch.get_num_threads() == 2  # restored
+    torch.testing.assert_close(results[1], results[2])
