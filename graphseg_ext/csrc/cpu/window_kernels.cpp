@@ -87,10 +87,13 @@ constexpr int64_t kGrainWork = int64_t{1} << 16;
 constexpr int64_t kCacheLine = 64;
 // Vector widths: 32 bytes (a ymm register in the AVX-512 and AVX2 clones, two xmm in the
 // baseline) for the gathers, whose unaligned 64-byte loads of shifted neighbour rows would
-// always split across two cache lines (measured slower); 64 bytes for the pair kernel, which is
-// bound by arithmetic rather than loads.
+// always split across two cache lines (measured slower); 64 bytes for the planar pair kernel
+// where the CPU has AVX-512 (it is bound by arithmetic rather than loads), 32 bytes elsewhere:
+// GCC keeps a vector wider than the target's registers in memory, and the AVX2 clone of the
+// 64-byte kernel spent its time storing and reloading every vector through the stack (measured
+// 6x slower than the AVX-512 clone on 512x512, C = 3, K = 80).
 constexpr int64_t kVectorBytes = 32;
-constexpr int64_t kPairVectorBytes = 64;
+constexpr int64_t kWideVectorBytes = 64;
 
 template <typename T, int64_t kBytes = kVectorBytes>
 struct Simd {
@@ -236,10 +239,9 @@ void finish_stream(bool stream) {
 #endif
 }
 
-template <PairKind kKind, typename T>
-GRAPHSEG_INLINE Vec<T, kPairVectorBytes> pair_vector(const T* l, const T* r, int64_t C,
-                                                     int64_t plane) {
-  using V = Vec<T, kPairVectorBytes>;
+template <PairKind kKind, int64_t kBytes, typename T>
+GRAPHSEG_INLINE Vec<T, kBytes> pair_vector(const T* l, const T* r, int64_t C, int64_t plane) {
+  using V = Vec<T, kBytes>;
   V acc = pair_term<kKind>(load<V>(l), load<V>(r));
   for (int64_t c = 1; c < C; ++c) {
     acc += pair_term<kKind>(load<V>(l + c * plane), load<V>(r + c * plane));
@@ -247,14 +249,14 @@ GRAPHSEG_INLINE Vec<T, kPairVectorBytes> pair_vector(const T* l, const T* r, int
   return acc;
 }
 
-// out[b, k, y, x] = sum_c pair(left[b, c, y, x], right[b, c, y + dy, x + dx]), planar inputs.
-// Each output row is summed over channels in registers, then written once.
-template <typename T, PairKind kKind>
-GRAPHSEG_CLONES void pair_planar(const Window& w, const T* left, const T* right, T* out,
-                                 bool stream, int64_t row_begin, int64_t row_end) {
+// out[b, k, y, x] = sum_c pair(left[b, c, y, x], right[b, c, y + dy, x + dx]), planar inputs,
+// in vectors of kBytes. Each output row is summed over channels in registers, then written once.
+template <typename T, PairKind kKind, int64_t kBytes>
+GRAPHSEG_INLINE void pair_planar_rows(const Window& w, const T* left, const T* right, T* out,
+                                      bool stream, int64_t row_begin, int64_t row_end) {
   const int64_t H = w.height, W = w.width, C = w.channels, K = w.count;
   const int64_t row = w.row, plane = w.plane;
-  constexpr int64_t L = Simd<T, kPairVectorBytes>::kLanes;
+  constexpr int64_t L = Simd<T, kBytes>::kLanes;
   std::vector<T> buf(W);
   for (int64_t r = row_begin; r < row_end; ++r) {
     const int64_t b = r / H, y = r % H;
@@ -271,7 +273,7 @@ GRAPHSEG_CLONES void pair_planar(const Window& w, const T* left, const T* right,
         // The last vector ends at n, overlapping the one before rather than leaving a tail.
         for (int64_t i = 0; i < n; i += L) {
           const int64_t at = std::min(i, n - L);
-          store(o + at, pair_vector<kKind>(lp + at, rp + at, C, plane));
+          store(o + at, pair_vector<kKind, kBytes>(lp + at, rp + at, C, plane));
         }
       } else {
         for (int64_t i = 0; i < n; ++i) {
@@ -287,6 +289,30 @@ GRAPHSEG_CLONES void pair_planar(const Window& w, const T* left, const T* right,
   }
   finish_stream(stream);
 }
+
+template <typename T, PairKind kKind>
+GRAPHSEG_CLONES void pair_planar(const Window& w, const T* left, const T* right, T* out,
+                                 bool stream, int64_t row_begin, int64_t row_end) {
+  pair_planar_rows<T, kKind, kVectorBytes>(w, left, right, out, stream, row_begin, row_end);
+}
+
+// The 64-byte form, compiled for AVX-512 only and chosen at load time (wide_pair) like the
+// streaming copies.
+#if GRAPHSEG_MULTIVERSION && GRAPHSEG_CPU_LEVEL >= 4
+template <typename T, PairKind kKind>
+__attribute__((target("arch=x86-64-v4"))) void pair_planar_wide(
+    const Window& w, const T* left, const T* right, T* out, bool stream, int64_t row_begin,
+    int64_t row_end) {
+  pair_planar_rows<T, kKind, kWideVectorBytes>(w, left, right, out, stream, row_begin, row_end);
+}
+
+bool pick_wide_pair() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("x86-64-v4");
+}
+
+const bool wide_pair = pick_wide_pair();
+#endif
 
 // Four reductions over C sharing the left vector; independent accumulators hide the latency of
 // the vector adds.
@@ -1051,6 +1077,9 @@ void pair_rows(bool channels_last, const Window& w, const PairPlan& plan, const 
   if (channels_last) {
     pair_channels_last<T, kKind>(w, plan.computed, left, right, out, stream, begin, end);
   } else {
+#if GRAPHSEG_MULTIVERSION && GRAPHSEG_CPU_LEVEL >= 4
+    if (wide_pair) return pair_planar_wide<T, kKind>(w, left, right, out, stream, begin, end);
+#endif
     pair_planar<T, kKind>(w, left, right, out, stream, begin, end);
   }
 }
