@@ -138,14 +138,16 @@ def test_gradients_match_reference(shape, offsets, dtype, layout):
 
 
 @pytest.mark.parametrize("width", [11, 21, 64])
-def test_gathers_never_read_across_the_row_border(width):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_gathers_never_read_across_the_row_border(width, dtype):
     # The gathers read the input in place: a lane whose neighbour lies beyond the left or right
     # border must not read the adjacent row, or the infinities there would turn into NaN.
     off = OFFSETS["disk3"]
-    values = torch.rand(1, 3, 6, width, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(width)
+    values = torch.rand(1, 3, 6, width, dtype=dtype, generator=gen)
     values[:, :, 1::2, 0] = float("inf")
     values[:, :, 0::2, -1] = float("-inf")
-    weight = torch.rand(1, off.shape[0], 6, width, dtype=torch.float64)
+    weight = torch.rand(1, off.shape[0], 6, width, dtype=dtype, generator=gen)
     for ours, ref in ((graphseg_ext.window_aggregate, reference.window_aggregate),
                       (graphseg_ext.window_aggregate_transpose,
                        reference.window_aggregate_transpose)):
@@ -153,13 +155,34 @@ def test_gathers_never_read_across_the_row_border(width):
         assert expected.isfinite().any()
         torch.testing.assert_close(ours(weight, values, off), expected, equal_nan=True)
     features = values.clone().requires_grad_()
-    grad = torch.rand(1, off.shape[0], 6, width, dtype=torch.float64)
+    grad = torch.rand(1, off.shape[0], 6, width, dtype=dtype, generator=gen)
     for kind in ("l1", "dot"):
         ours = torch.autograd.grad(graphseg_ext.local_affinity(features, off, kind), features,
                                    grad)[0]
         ref = torch.autograd.grad(reference.local_affinity(features, off, kind), features,
                                   grad)[0]
         torch.testing.assert_close(ours, ref, equal_nan=True)
+
+
+# float32 window_aggregate has its own AVX-512 kernel for windows with -16 <= dx <= 15; other
+# windows and float64 run the planar gather.
+WIDE_OFFSETS = {
+    "disk5": window_offsets(5),
+    "reach_edges": torch.tensor([[0, -16], [0, 15], [-1, -1], [1, 0], [2, -7], [-3, 9]]),
+    "beyond_reach": torch.tensor([[0, 17], [1, -24], [0, 1]]),
+}
+
+
+@pytest.mark.parametrize("offsets", sorted(WIDE_OFFSETS))
+@pytest.mark.parametrize("channels", [1, 8, 9, 21])
+def test_window_aggregate_float32_windows_and_widths(offsets, channels):
+    off = WIDE_OFFSETS[offsets]
+    for width in (15, 16, 33, 70):
+        weight = _rand((2, off.shape[0], 7, width), torch.float32, seed=width)
+        values = _rand((2, channels, 7, width), torch.float32, seed=width + 1)
+        torch.testing.assert_close(graphseg_ext.window_aggregate(weight, values, off),
+                                   reference.window_aggregate(weight, values, off),
+                                   **TOL[torch.float32])
 
 
 def test_large_output_is_streamed_correctly():
