@@ -138,7 +138,8 @@ class AffinityTraining:
 
 
 def _seed_batches(dataset, weak: str, size: int, preset: Preset, progress: bool,
-                  shard: tuple[int, int], targets: Mapping[str, Tensor] | None, band: int):
+                  shard: tuple[int, int], targets: Mapping[str, Tensor] | None = None,
+                  band: int = 0):
     """(image, seeds) pairs of a shard at the working resolution, and the images that
     failed."""
     batches = []
