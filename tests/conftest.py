@@ -17,6 +17,14 @@ DATA_DIR = Path(os.environ.get("GRAPHSEG_DATA", Path(__file__).resolve().parents
                                / "shared" / "data"))
 
 
+def skip_module_without_ext() -> None:
+    """Skips the calling test module when graphseg_ext is not built, unless
+    ``GRAPHSEG_REQUIRE_EXT=1``, which lets its tests fail instead."""
+    if not ops.extension_available() and not REQUIRE_EXT:
+        pytest.skip("graphseg_ext is not built (GRAPHSEG_REQUIRE_EXT=1 makes this a failure)",
+                    allow_module_level=True)
+
+
 @pytest.fixture(scope="module", params=["extension", "reference"])
 def each_backend(request):
     if request.param == "extension" and not ops.extension_available():

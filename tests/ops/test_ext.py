@@ -4,21 +4,17 @@ Skipped as a whole when the extension is not built, unless ``GRAPHSEG_REQUIRE_EX
 turns a missing extension into a failure.
 """
 
-import os
 import random
 
 import pytest
 import torch
+from conftest import skip_module_without_ext
 
 import graphseg_ext
 from graphseg import window_offsets
 from graphseg.ops import reference
 
-REQUIRE_EXT = os.environ.get("GRAPHSEG_REQUIRE_EXT") == "1"
-
-if not graphseg_ext.is_available() and not REQUIRE_EXT:
-    pytest.skip("graphseg_ext is not built (GRAPHSEG_REQUIRE_EXT=1 makes this a failure)",
-                allow_module_level=True)
+skip_module_without_ext()
 
 KINDS = ("l1", "l2", "dot")
 OFFSETS = {

@@ -7,21 +7,17 @@ turns a missing extension into a failure.
 """
 
 import math
-import os
 
 import pytest
 import torch
+from conftest import skip_module_without_ext
 
 import graphseg_ext
 from graphseg.ops import use_backend
 from graphseg.propagate import PermutohedralLattice
 from graphseg.propagate import lattice as lattice_module
 
-REQUIRE_EXT = os.environ.get("GRAPHSEG_REQUIRE_EXT") == "1"
-
-if not graphseg_ext.is_available() and not REQUIRE_EXT:
-    pytest.skip("graphseg_ext is not built (GRAPHSEG_REQUIRE_EXT=1 makes this a failure)",
-                allow_module_level=True)
+skip_module_without_ext()
 
 TOL = {torch.float32: {"rtol": 1e-5, "atol": 1e-6}, torch.float64: {"rtol": 1e-12, "atol": 1e-12}}
 
