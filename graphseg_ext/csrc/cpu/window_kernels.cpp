@@ -451,27 +451,41 @@ void row_entries(const Window& w, int64_t y, std::vector<Entry>& entries) {
   }
 }
 
-// Copies the coefficients of columns [x, x + S) of every entry to coefs[e * S + i], with 0 for
-// the columns whose neighbour is outside the image: the zero then masks that term, whatever
-// the (zero-padded) neighbour read gives. The K coefficient planes lie a power of two apart for
-// power-of-two images and would evict each other from the same cache sets if read in place.
+// Row stride (elements) of the coefficients of one row staged by stage_row: the width rounded
+// up to whole vectors of S columns, then grown by S until a stride is no multiple of 1 KiB, so
+// that the staged entries at one column spread over the L1 cache's sets.
 template <typename T, int64_t S>
-GRAPHSEG_INLINE void stage_coefficients(const std::vector<Entry>& entries, const T* coef_b,
-                                        int64_t x, T* coefs) {
+int64_t staged_stride(int64_t width) {
+  int64_t stride = (width + S - 1) / S * S;
+  while ((stride * static_cast<int64_t>(sizeof(T))) % 1024 == 0) stride += S;
+  return stride;
+}
+
+// Copies the coefficients of row y of every entry, columns [0, stride), to
+// coefs[e * stride + x], with 0 for the columns whose neighbour is outside the image (the zero
+// then masks that term, whatever the zero-padded neighbour read gives). Each plane's row is read
+// as one run: read in place at one column, the K planes (a power of two apart for
+// power-of-two images) share the same cache sets and evict each other's prefetched lines, which
+// made a 512x512 aggregate run at half of the bandwidth of the same reads from a 500x500 one.
+template <typename T>
+GRAPHSEG_INLINE void stage_row(const std::vector<Entry>& entries, const T* coef_b,
+                               int64_t stride, T* coefs) {
   const int64_t n = static_cast<int64_t>(entries.size());
-  for (int64_t e = 0; e < n; ++e) {
+  constexpr int64_t kAhead = 4, kLine = kCacheLine / sizeof(T);
+  const auto prefetch = [&](int64_t e) {
     const Entry& entry = entries[e];
-    T* dst = coefs + e * S;
-    if (x >= entry.x_begin && x + S <= entry.x_end) {
-      const T* src = coef_b + entry.coef + x;
-      __builtin_prefetch(src + 4 * S, 0, 2);
-      std::memcpy(dst, src, S * sizeof(T));
-    } else {
-      for (int64_t i = 0; i < S; ++i) {
-        const int64_t xi = x + i;
-        dst[i] = (xi >= entry.x_begin && xi < entry.x_end) ? coef_b[entry.coef + xi] : T(0);
-      }
-    }
+    const T* src = coef_b + entry.coef;
+    for (int64_t x = entry.x_begin; x < entry.x_end; x += kLine) __builtin_prefetch(src + x);
+  };
+  for (int64_t e = 0; e < std::min(kAhead, n); ++e) prefetch(e);
+  for (int64_t e = 0; e < n; ++e) {
+    if (e + kAhead < n) prefetch(e + kAhead);
+    const Entry& entry = entries[e];
+    T* dst = coefs + e * stride;
+    std::fill(dst, dst + entry.x_begin, T(0));
+    std::memcpy(dst + entry.x_begin, coef_b + entry.coef + entry.x_begin,
+                (entry.x_end - entry.x_begin) * sizeof(T));
+    std::fill(dst + entry.x_end, dst + stride, T(0));
   }
 }
 
@@ -567,22 +581,18 @@ GRAPHSEG_INLINE void gather_channels(const std::vector<Entry>& entries, const T*
 }
 
 // One row of a gather: `centre` and `out` point at column 0 of channel 0 of the row, `coef_b` at
-// the batch item's coefficients, `coefs` at room for the staged coefficients (entries x one
-// cache line).
+// the batch item's coefficients, `coefs` at room for the staged coefficients of the row
+// (entries x `stride`, stage_row).
 template <typename T, Term kTerm>
 GRAPHSEG_INLINE void gather_row(const Window& w, const std::vector<Entry>& entries,
                                 const T* coef_b, const T* centre, int64_t in_plane, T* out,
-                                int64_t out_plane, T* coefs) {
+                                int64_t out_plane, T* coefs, int64_t stride) {
   constexpr int64_t L = Simd<T>::kLanes;
-  // Columns staged at once: one cache line of each coefficient plane, read whole.
-  constexpr int64_t S = kCacheLine / sizeof(T);
   const int64_t W = w.width;
-  for (int64_t x = 0; x < W; x += S) {
-    stage_coefficients<T, S>(entries, coef_b, x, coefs);
-    for (int64_t sub = 0; sub < S && x + sub < W; sub += L) {
-      gather_channels<T, kTerm>(entries, coefs + sub, S, centre + x + sub, in_plane,
-                                out + x + sub, out_plane, w.channels, std::min(L, W - x - sub));
-    }
+  stage_row(entries, coef_b, stride, coefs);
+  for (int64_t x = 0; x < W; x += L) {
+    gather_channels<T, kTerm>(entries, coefs + x, stride, centre + x, in_plane, out + x,
+                              out_plane, w.channels, std::min(L, W - x));
   }
 }
 
@@ -597,12 +607,13 @@ GRAPHSEG_CLONES void gather_planar(const Window& w, const T* coef, const T* valu
   const int64_t H = w.height, W = w.width, C = w.channels, K = w.count, plane = H * W;
   std::vector<Entry> entries;
   entries.reserve(2 * K);
-  std::vector<T> coefs(2 * K * kCacheLine / sizeof(T));
+  const int64_t stride = staged_stride<T, kCacheLine / sizeof(T)>(W);
+  std::vector<T> coefs(2 * K * stride);
   for (int64_t r = row_begin; r < row_end; ++r) {
     const int64_t b = r / H, y = r % H;
     row_entries<kForward, kBackward>(w, y, entries);
     gather_row<T, kTerm>(w, entries, coef + b * K * plane, values + b * C * w.plane + y * w.row,
-                         w.plane, out + b * C * plane + y * W, plane, coefs.data());
+                         w.plane, out + b * C * plane + y * W, plane, coefs.data(), stride);
   }
 }
 
@@ -653,7 +664,8 @@ void wide_entries(const Window& w, int64_t y, std::vector<Entry>& entries,
 template <int kChannels>
 __attribute__((target("arch=x86-64-v4"))) GRAPHSEG_INLINE void aggregate_wide_vectors(
     const std::vector<WideRun>& runs, const int64_t* dx, const float* coefs,
-    const float* centre_c, int64_t plane, float* out_c, int64_t out_plane, int64_t lanes) {
+    int64_t coef_stride, const float* centre_c, int64_t plane, float* out_c, int64_t out_plane,
+    int64_t lanes) {
   const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
   __m512 acc[kChannels];
 #pragma GCC unroll 8
@@ -667,7 +679,7 @@ __attribute__((target("arch=x86-64-v4"))) GRAPHSEG_INLINE void aggregate_wide_ve
       mid[j] = _mm512_loadu_ps(row + j * plane);
     }
     for (int64_t e = run.begin; e < run.split; ++e) {
-      const __m512 cf = _mm512_loadu_ps(coefs + e * 16);
+      const __m512 cf = _mm512_loadu_ps(coefs + e * coef_stride);
       const __m512i index = _mm512_add_epi32(iota, _mm512_set1_epi32(static_cast<int>(dx[e] + 16)));
 #pragma GCC unroll 8
       for (int j = 0; j < kChannels; ++j) {
@@ -677,7 +689,7 @@ __attribute__((target("arch=x86-64-v4"))) GRAPHSEG_INLINE void aggregate_wide_ve
 #pragma GCC unroll 8
     for (int j = 0; j < kChannels; ++j) side[j] = _mm512_loadu_ps(row + j * plane + 16);
     for (int64_t e = run.split; e < run.end; ++e) {
-      const __m512 cf = _mm512_loadu_ps(coefs + e * 16);
+      const __m512 cf = _mm512_loadu_ps(coefs + e * coef_stride);
       const __m512i index = _mm512_add_epi32(iota, _mm512_set1_epi32(static_cast<int>(dx[e])));
 #pragma GCC unroll 8
       for (int j = 0; j < kChannels; ++j) {
@@ -704,15 +716,16 @@ __attribute__((target("arch=x86-64-v4"))) void aggregate_wide(const Window& w, c
   entries.reserve(K);
   dx.reserve(K);
   runs.reserve(K);
-  std::vector<float> coefs(K * S);
+  const int64_t stride = staged_stride<float, S>(W);
+  std::vector<float> coefs(K * stride);
   const int64_t groups = (C + kWideGroup - 1) / kWideGroup;
   for (int64_t r = row_begin; r < row_end; ++r) {
     const int64_t b = r / H, y = r % H;
     wide_entries(w, y, entries, dx, runs);
+    stage_row(entries, coef + b * K * plane, stride, coefs.data());
     const float* centre = values + b * C * w.plane + y * w.row;
     float* out_row = out + b * C * plane + y * W;
     for (int64_t x = 0; x < W; x += S) {
-      stage_coefficients<float, S>(entries, coef + b * K * plane, x, coefs.data());
       const int64_t lanes = std::min(S, W - x);
       for (int64_t g = 0, c = 0; g < groups; ++g) {
         const int64_t size = (C - c) / (groups - g);
@@ -722,8 +735,8 @@ __attribute__((target("arch=x86-64-v4"))) void aggregate_wide(const Window& w, c
         switch (size) {
 #define GRAPHSEG_WIDE_GROUP(n)                                                               \
   case n:                                                                                    \
-    aggregate_wide_vectors<n>(runs, dx.data(), coefs.data(), centre_c, w.plane, out_c, plane, \
-                              lanes);                                                        \
+    aggregate_wide_vectors<n>(runs, dx.data(), coefs.data() + x, stride, centre_c, w.plane,   \
+                              out_c, plane, lanes);                                          \
     break;
           GRAPHSEG_WIDE_GROUP(8)
           GRAPHSEG_WIDE_GROUP(7)
@@ -786,10 +799,14 @@ struct WalkScratch {
   std::vector<char> used;
   std::vector<SharedLoad> loads;
   int64_t both = 0, first_only = 0;  // loads[0, both) serve both rows, then `first_only` row y
+  int64_t stride;  // of the staged coefficients (stage_row)
   std::vector<T> coefs, coefs_second;
 
-  explicit WalkScratch(int64_t K)
-      : position(K), coefs(K * kCacheLine / sizeof(T)), coefs_second(K * kCacheLine / sizeof(T)) {
+  WalkScratch(int64_t K, int64_t width)
+      : position(K),
+        stride(staged_stride<T, kCacheLine / sizeof(T)>(width)),
+        coefs(K * stride),
+        coefs_second(K * stride) {
     first.reserve(K);
     second.reserve(K);
     loads.reserve(2 * K);
@@ -882,37 +899,35 @@ GRAPHSEG_CLONES void walk_rows(const Window& w, int64_t y, const T* coef_b, cons
                                WalkScratch<T>& s) {
   shared_loads(w, y, src, partner, s);
   constexpr int64_t L = Simd<T>::kLanes;
-  constexpr int64_t S = kCacheLine / sizeof(T);
   const int64_t C = w.channels, W = w.width;
   const T* centre = src.at(y);
   T* out = dst.at(y);
   T* out_second = dst.at(y + 1);
   const int64_t groups = (C + kWalkGroup - 1) / kWalkGroup;
-  for (int64_t x = 0; x < W; x += S) {
-    stage_coefficients<T, S>(s.first, coef_b, x, s.coefs.data());
-    stage_coefficients<T, S>(s.second, coef_b, x, s.coefs_second.data());
-    for (int64_t sub = 0; sub < S && x + sub < W; sub += L) {
-      const int64_t lanes = std::min(L, W - x - sub);
-      for (int64_t g = 0, c = 0; g < groups; ++g) {
-        const int64_t size = (C - c) / (groups - g);
-        const int64_t at_in = c * src.plane + x + sub, at_out = c * dst.plane + x + sub;
-        c += size;
-        switch (size) {
+  stage_row(s.first, coef_b, s.stride, s.coefs.data());
+  stage_row(s.second, coef_b, s.stride, s.coefs_second.data());
+  for (int64_t x = 0; x < W; x += L) {
+    const int64_t lanes = std::min(L, W - x);
+    for (int64_t g = 0, c = 0; g < groups; ++g) {
+      const int64_t size = (C - c) / (groups - g);
+      const int64_t at_in = c * src.plane + x, at_out = c * dst.plane + x;
+      c += size;
+      switch (size) {
 #define GRAPHSEG_WALK_GROUP(n)                                                                 \
   case n:                                                                                     \
-    walk_vectors<T, n>(s, s.coefs.data() + sub, s.coefs_second.data() + sub, S, centre + at_in, \
-                       src.plane, out + at_out, out_second + at_out, dst.plane, lanes);       \
+    walk_vectors<T, n>(s, s.coefs.data() + x, s.coefs_second.data() + x, s.stride,            \
+                       centre + at_in, src.plane, out + at_out, out_second + at_out,          \
+                       dst.plane, lanes);                                                     \
     break;
-          GRAPHSEG_WALK_GROUP(6)
-          GRAPHSEG_WALK_GROUP(5)
-          GRAPHSEG_WALK_GROUP(4)
-          GRAPHSEG_WALK_GROUP(3)
-          GRAPHSEG_WALK_GROUP(2)
-          GRAPHSEG_WALK_GROUP(1)
+        GRAPHSEG_WALK_GROUP(6)
+        GRAPHSEG_WALK_GROUP(5)
+        GRAPHSEG_WALK_GROUP(4)
+        GRAPHSEG_WALK_GROUP(3)
+        GRAPHSEG_WALK_GROUP(2)
+        GRAPHSEG_WALK_GROUP(1)
 #undef GRAPHSEG_WALK_GROUP
-          default:
-            break;
-        }
+        default:
+          break;
       }
     }
   }
@@ -925,7 +940,7 @@ GRAPHSEG_CLONES void walk_row(const Window& w, int64_t y, const T* coef_b, const
                               const Rows<T>& dst, WalkScratch<T>& s) {
   walk_entries(w, y, src, s.first, s.first_k);
   gather_row<T, Term::Value>(w, s.first, coef_b, src.at(y), src.plane, dst.at(y), dst.plane,
-                             s.coefs.data());
+                             s.coefs.data(), s.stride);
 }
 
 // dst = A^steps src on the rows [y0, y1) of one batch item, A the window operator of coef.
@@ -1414,7 +1429,7 @@ void run_walk(const at::Tensor& coef, const at::Tensor& values, const at::Tensor
       const T* src = maps[pass % 2];
       T* dst = maps[(pass + 1) % 2];
       at::parallel_for(0, B * bands, 1, [&](int64_t begin, int64_t end) {
-        WalkScratch<T> scratch(K);
+        WalkScratch<T> scratch(K, W);
         std::vector<Rows<T>> rings;
         for (int64_t task = begin; task < end; ++task) {
           const int64_t b = task / bands, band = task % bands;
