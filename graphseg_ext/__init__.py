@@ -11,6 +11,12 @@ does not load, :func:`is_available` returns False and graphseg uses its pure-PyT
 Kernels: CPU float32 and float64; CUDA float16, bfloat16, float32 and float64 when the
 extension was built against a CUDA-enabled torch. The lattice ops are CPU only (graphseg builds
 CUDA lattices with tensor operations).
+
+The CPU kernels run with subnormal numbers flushed to zero (x86: the flush-to-zero and
+denormals-are-zero bits, set in each thread for the kernel only, as GPUs compute by default): a
+weight below the smallest normal number (1.2e-38 in float32), such as exp(-d) of a far colour,
+reads as 0. On Intel CPUs every multiply-add with a subnormal operand otherwise takes a
+microcode assist; a 512×512 graph with 0.8% subnormal weights aggregated 5× slower.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ Skipped as a whole when the extension is not built, unless ``GRAPHSEG_REQUIRE_EX
 turns a missing extension into a failure.
 """
 
+import platform
 import random
 
 import pytest
@@ -338,6 +339,26 @@ def test_argument_errors():
 def test_cpu_clone_names_a_clone():
     assert graphseg_ext.cpu_clone().split(" ")[0] in ("x86-64-v4", "x86-64-v3", "default",
                                                       "single")
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
+                    reason="the kernels flush subnormals through the x86 SSE control register")
+@pytest.mark.parametrize("dtype, tiny", [(torch.float32, 1e-39), (torch.float64, 1e-310)])
+def test_subnormals_read_as_zero_in_the_kernels_and_the_caller_keeps_them(dtype, tiny):
+    # K = 8 weights of a subnormal value: their sum of products with ones is a normal number,
+    # 8e-39 (float32), unless each subnormal weight reads as 0, as in the kernels
+    offsets = window_offsets(1, shape="square")
+    weight = torch.full((1, 8, 6, 20), tiny, dtype=dtype)
+    assert 0 < tiny < torch.finfo(dtype).tiny  # subnormal
+    values = torch.ones(1, 2, 6, 20, dtype=dtype)
+    assert float(reference.window_aggregate(weight, values, offsets)[0, 0, 3, 3]) > 0
+    out = graphseg_ext.window_aggregate(weight, values, offsets)
+    assert bool((out == 0).all())
+    walked = graphseg_ext.window_aggregate_power(weight, values, offsets, 3)
+    assert bool((walked == 0).all())
+    # the calling thread still computes with subnormals afterwards
+    half = torch.tensor([tiny], dtype=dtype) * 0.5
+    assert float(half) > 0
 
 
 def _dense_operator(weight, offsets):

@@ -13,6 +13,7 @@
 // AVX2 and for the baseline). Each filter step starts threads only where its work outweighs
 // waiting for them.
 #include "lattice_ops.h"
+#include "parallel.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -298,7 +299,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> build(const at::Tensor& features)
   std::unique_ptr<uint32_t[]> hashes(new uint32_t[n * n1]);
   std::atomic<bool> overflow{false};
   const double* f = features.data_ptr<double>();
-  at::parallel_for(0, n, kGrainPoints, [&](int64_t begin, int64_t end) {
+  parallel_for(0, n, kGrainPoints, [&](int64_t begin, int64_t end) {
     embed_points<D>(f, factor.data(), d, begin, end, rem0.get(), rank.get(),
                     weight.data_ptr<double>(), hashes.get(), overflow);
   });
@@ -309,7 +310,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> build(const at::Tensor& features)
       std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n / kGrainPoints)));
   std::vector<Shard> tables(shards, Shard(1024));
   int32_t* idx = index.data_ptr<int32_t>();
-  at::parallel_for(0, shards, 1, [&](int64_t begin, int64_t end) {
+  parallel_for(0, shards, 1, [&](int64_t begin, int64_t end) {
     for (int64_t s = begin; s < end; ++s) {
       insert_shard<D>(tables[s], static_cast<int>(s), shards, rem0.get(), rank.get(),
                       hashes.get(), d, n, idx);
@@ -326,11 +327,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> build(const at::Tensor& features)
   for (int s = 0; s < shards; ++s) {
     std::copy(tables[s].keys.begin(), tables[s].keys.end(), keys.begin() + first[s] * d);
   }
-  at::parallel_for(0, n, kGrainPoints, [&](int64_t begin, int64_t end) {
+  parallel_for(0, n, kGrainPoints, [&](int64_t begin, int64_t end) {
     for (int64_t e = begin * n1; e < end * n1; ++e) idx[e] += first[shard_of(hashes[e], shards)];
   });
   at::Tensor neighbours = at::full({n1, 2, m}, m, ints);
-  at::parallel_for(0, m, kGrainPoints, [&](int64_t begin, int64_t end) {
+  parallel_for(0, m, kGrainPoints, [&](int64_t begin, int64_t end) {
     find_neighbours<D>(tables, first, keys.data(), d, begin, end, m,
                        neighbours.data_ptr<int32_t>());
   });
@@ -469,7 +470,7 @@ T* splat_blur(const T* values, Strided stride, int64_t n, int64_t channels,
                                                    n * n1 * channels / kParallelWork));
   scratch = at::empty({std::max<int64_t>(chunks, 2), rows}, options);
   T* partial = scratch.data_ptr<T>();
-  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+  parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t chunk = begin; chunk < end; ++chunk) {
       T* own = partial + chunk * rows;
       std::fill(own, own + rows, T(0));
@@ -480,7 +481,7 @@ T* splat_blur(const T* values, Strided stride, int64_t n, int64_t channels,
   T* current = partial;
   T* next = partial + rows;
   if (chunks > 1) {
-    at::parallel_for(0, m * row, grain(m * row, chunks),
+    parallel_for(0, m * row, grain(m * row, chunks),
                      [&](int64_t begin, int64_t end) {
       for (int64_t chunk = 1; chunk < chunks; ++chunk) {
         const T* other = partial + chunk * rows;
@@ -496,7 +497,7 @@ T* splat_blur(const T* values, Strided stride, int64_t n, int64_t channels,
     const int j = reverse ? n1 - 1 - step : step;
     const int32_t* below = lat.neighbours + (2 * j) * m;
     const int32_t* above = lat.neighbours + (2 * j + 1) * m;
-    at::parallel_for(0, m, grain(m, row), [&](int64_t begin, int64_t end) {
+    parallel_for(0, m, grain(m, row), [&](int64_t begin, int64_t end) {
       blur<T, CK>(current, below, above, channels, begin, end, next);
     });
     std::swap(current, next);
@@ -563,7 +564,7 @@ void filter_sum(const at::Tensor& values, const at::Tensor* base,
     }
   };
   if (count > 1 && at::get_num_threads() > 1) {
-    at::parallel_for(0, count, 1, splat_blur_range);
+    parallel_for(0, count, 1, splat_blur_range);
   } else {
     splat_blur_range(0, count);
   }
@@ -574,7 +575,7 @@ void filter_sum(const at::Tensor& values, const at::Tensor* base,
                                               : Strided{base->stride(0), base->stride(1)};
   const Strided out_stride{out.stride(0), out.stride(1)};
   const T cap = static_cast<T>(std::min<double>(upper, std::numeric_limits<T>::max()));
-  at::parallel_for(0, n, grain(n, work), [&](int64_t begin, int64_t end) {
+  parallel_for(0, n, grain(n, work), [&](int64_t begin, int64_t end) {
     slice<T, CK>(lattices, blurred, channels, base_data, base_stride, cap, begin, end,
                  out.data_ptr<T>(), out_stride);
   });
@@ -819,7 +820,7 @@ at::Tensor lattice_diagonal_cpu(const at::Tensor& index, const at::Tensor& weigh
   AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "lattice_diagonal", [&] {
     with_dim(n1 - 1, [&](auto dim) {
       std::atomic<int64_t> next{0};
-      at::parallel_for(0, workers, 1, [&](int64_t begin, int64_t end) {
+      parallel_for(0, workers, 1, [&](int64_t begin, int64_t end) {
         for (int64_t worker = begin; worker < end; ++worker) {
           DiagonalWorker<decltype(dim)::value, scalar_t> diagonal(
               idx.data_ptr<int32_t>(), w.data_ptr<scalar_t>(), table.data(), n1 - 1, m, n);

@@ -12,6 +12,7 @@
 // and the window costs K aligned dot-product-like reductions; the input is transposed there
 // first when it is not channels-last already. Outputs are always contiguous (planar).
 #include "window_ops.h"
+#include "parallel.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -1131,7 +1132,7 @@ Input channels_last_input(const at::Tensor& image) {
   AT_DISPATCH_FLOATING_TYPES(image.scalar_type(), "graphseg_ext_to_channels_last", [&] {
     const scalar_t* s = source.const_data_ptr<scalar_t>();
     scalar_t* d = static_cast<scalar_t*>(input.scratch.data());
-    at::parallel_for(0, B * H, std::max<int64_t>(1, kGrainWork / std::max<int64_t>(1, W * C)),
+    parallel_for(0, B * H, std::max<int64_t>(1, kGrainWork / std::max<int64_t>(1, W * C)),
                      [&](int64_t begin, int64_t end) {
                        for (int64_t r = begin; r < end;) {
                          const int64_t b = r / H, y0 = r % H, y1 = std::min(H, y0 + (end - r));
@@ -1262,7 +1263,7 @@ void run_pair(const at::Tensor& left, const at::Tensor& right, const at::Tensor&
     const scalar_t* lp = static_cast<const scalar_t*>(l.data);
     const scalar_t* rp = static_cast<const scalar_t*>(r.data);
     scalar_t* op = out.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, w.batch * w.height, grain_rows(w, w.count * w.channels),
+    parallel_for(0, w.batch * w.height, grain_rows(w, w.count * w.channels),
                      [&](int64_t begin, int64_t end) {
                        switch (kind) {
                          case PairKind::L1:
@@ -1277,7 +1278,7 @@ void run_pair(const at::Tensor& left, const at::Tensor& right, const at::Tensor&
                        }
                      });
     if (!plan.mirrored.empty()) {
-      at::parallel_for(0, w.batch * w.height, grain_rows(w, w.count),
+      parallel_for(0, w.batch * w.height, grain_rows(w, w.count),
                        [&](int64_t begin, int64_t end) {
                          mirror_rows<scalar_t>(w, plan.mirrored, op, stream, begin, end);
                        });
@@ -1315,7 +1316,7 @@ void run_gather(const at::Tensor& coef, const at::Tensor& values, const at::Tens
     const float* cp = cf.const_data_ptr<float>();
     const float* vp = static_cast<const float*>(v.data);
     float* op = out.mutable_data_ptr<float>();
-    at::parallel_for(0, w.batch * w.height, grain_rows(w, w.count * w.channels),
+    parallel_for(0, w.batch * w.height, grain_rows(w, w.count * w.channels),
                      [&](int64_t begin, int64_t end) {
                        aggregate_wide(w, cp, vp, op, begin, end);
                      });
@@ -1327,7 +1328,7 @@ void run_gather(const at::Tensor& coef, const at::Tensor& values, const at::Tens
     const scalar_t* cp = cf.const_data_ptr<scalar_t>();
     const scalar_t* vp = static_cast<const scalar_t*>(v.data);
     scalar_t* op = out.mutable_data_ptr<scalar_t>();
-    at::parallel_for(
+    parallel_for(
         0, w.batch * w.height, grain_rows(w, passes * w.count * w.channels),
         [&](int64_t begin, int64_t end) {
           switch (mode) {
@@ -1428,7 +1429,7 @@ void run_walk(const at::Tensor& coef, const at::Tensor& values, const at::Tensor
       const bool last = pass + 1 == passes;
       const T* src = maps[pass % 2];
       T* dst = maps[(pass + 1) % 2];
-      at::parallel_for(0, B * bands, 1, [&](int64_t begin, int64_t end) {
+      parallel_for(0, B * bands, 1, [&](int64_t begin, int64_t end) {
         WalkScratch<T> scratch(K, W);
         std::vector<Rows<T>> rings;
         for (int64_t task = begin; task < end; ++task) {
