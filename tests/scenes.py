@@ -110,6 +110,34 @@ def stripes_scene(i):
             [{"cls": 1, "box": box}])
 
 
+def corner_scene(i, reaching_out):
+    """A red disk on a blue-grey background, its tight box, and a green blob on a corner of the
+    box (the corner turns with ``i``): an 11 x 11 blob centred on the corner, reaching out of
+    the box (``reaching_out``), or a 4 x 4 one held inside the box's corner, clear of the disk.
+    GrabCut takes the blob for background where the window around the box shows green outside
+    it, and for the object where it does not (its background model holds no green)."""
+    rng = np.random.default_rng(200 + i)
+    h, w = 48, 64
+    ys, xs = np.mgrid[0:h, 0:w]
+    cx, cy, r = 32 + (i % 3) - 1, 24 + (i % 2), 13
+    truth = (xs - cx) ** 2 + (ys - cy) ** 2 <= r * r
+    y_idx, x_idx = np.nonzero(truth)
+    x0, y0, x1, y1 = int(x_idx.min()), int(y_idx.min()), int(x_idx.max()), int(y_idx.max())
+    kx, ky = (x0, x1, x0, x1)[i % 4], (y0, y0, y1, y1)[i % 4]
+    if reaching_out:
+        blob = (np.abs(xs - kx) <= 5) & (np.abs(ys - ky) <= 5)
+    else:  # the 4 x 4 pixels inward from the corner
+        sx, sy = (1 if kx == x0 else -1), (1 if ky == y0 else -1)
+        blob = ((xs - kx) * sx >= 0) & ((xs - kx) * sx <= 3) & ((ys - ky) * sy >= 0) & (
+            (ys - ky) * sy <= 3)
+    image = np.zeros((h, w, 3)) + np.array([0.3, 0.35, 0.6])
+    image[blob & ~truth] = (0.25, 0.7, 0.25)
+    image[truth] = (0.8, 0.2, 0.2)
+    image = (image + rng.normal(0, 0.04, image.shape)).clip(0, 1)
+    return (torch.from_numpy(image).permute(2, 0, 1).float(), torch.from_numpy(truth),
+            [{"cls": 1, "box": [x0, y0, x1, y1]}])
+
+
 def foreground_iou(labels, truth):
     pred = labels == 1
     return float((pred & truth).sum()) / float((pred | truth).sum())

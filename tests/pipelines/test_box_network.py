@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from scenes import NAMES, foreground_iou, rectangle_scene, stripes_scene, write_scene_set
+from scenes import (
+    NAMES,
+    corner_scene,
+    foreground_iou,
+    rectangle_scene,
+    stripes_scene,
+    write_scene_set,
+)
 from torch import nn
 
 from graphseg.cli import main
@@ -192,6 +199,29 @@ def test_the_recipe_labels_a_folder_and_is_repeatable():
     assert min(scores[:3]) >= 0.98 and float(np.mean(scores)) >= 0.84
     again = box_network_labels(samples, SMALL, num_classes=2, progress=False)
     assert all(torch.equal(labels[name], again[name]) for name in labels)
+
+
+def test_the_recipe_corrects_its_seeds_where_the_folder_knows_better():
+    # ten disks with a green blob on a box corner: in eight the blob reaches out of the box and
+    # GrabCut's seeds leave it out; in two (images 2 and 7) it stays inside, GrabCut has seen no
+    # green background and takes it for the disk. Across the folder the network learns that
+    # green is background; GrabCut started from it, and so the vote, leave the blob out.
+    kinds = [True, True, False, True, True, True, True, False, True, True]
+    scenes = [corner_scene(i, reaching_out) for i, reaching_out in enumerate(kinds)]
+    samples = [{"name": f"s{i}", "image": image, "boxes": boxes}
+               for i, (image, _, boxes) in enumerate(scenes)]
+    details = {}
+    labels = box_network_labels(samples, replace(SMALL, epochs=30), num_classes=2,
+                                progress=False, details=details)
+    scores = [foreground_iou(labels[f"s{i}"], truth) for i, (_, truth, _) in enumerate(scenes)]
+    seeds = [foreground_iou(details["seeds"][f"s{i}"], truth)
+             for i, (_, truth, _) in enumerate(scenes)]
+    inside = [i for i, reaching_out in enumerate(kinds) if not reaching_out]
+    # measured over config seeds 0-7: the seeds 0.971 on images 2 and 7 and 1.0 elsewhere; the
+    # recipe 0.992-1.0 on images 2 and 7 and 1.0 elsewhere
+    assert all(seeds[i] < 0.975 for i in inside)
+    assert all(scores[i] >= 0.985 for i in inside)
+    assert min(scores) >= 0.985 and float(np.mean(scores)) > float(np.mean(seeds))
 
 
 def test_training_refuses_mismatched_inputs_and_configs_check_their_fields():
