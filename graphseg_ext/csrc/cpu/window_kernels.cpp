@@ -453,10 +453,12 @@ void row_entries(const Window& w, int64_t y, std::vector<Entry>& entries) {
 }
 
 // Row stride (elements) of the coefficients of one row staged by stage_row: the width rounded
-// up to whole vectors of S columns, then grown by S until a stride is no multiple of 1 KiB, so
-// that the staged entries at one column spread over the L1 cache's sets.
-template <typename T, int64_t S>
+// up to whole cache lines (every vector read stays inside the row), then grown by a line until
+// it is no multiple of 1 KiB, so that the staged entries at one column spread over the L1
+// cache's sets.
+template <typename T>
 int64_t staged_stride(int64_t width) {
+  constexpr int64_t S = kCacheLine / sizeof(T);
   int64_t stride = (width + S - 1) / S * S;
   while ((stride * static_cast<int64_t>(sizeof(T))) % 1024 == 0) stride += S;
   return stride;
@@ -608,7 +610,7 @@ GRAPHSEG_CLONES void gather_planar(const Window& w, const T* coef, const T* valu
   const int64_t H = w.height, W = w.width, C = w.channels, K = w.count, plane = H * W;
   std::vector<Entry> entries;
   entries.reserve(2 * K);
-  const int64_t stride = staged_stride<T, kCacheLine / sizeof(T)>(W);
+  const int64_t stride = staged_stride<T>(W);
   std::vector<T> coefs(2 * K * stride);
   for (int64_t r = row_begin; r < row_end; ++r) {
     const int64_t b = r / H, y = r % H;
@@ -717,7 +719,7 @@ __attribute__((target("arch=x86-64-v4"))) void aggregate_wide(const Window& w, c
   entries.reserve(K);
   dx.reserve(K);
   runs.reserve(K);
-  const int64_t stride = staged_stride<float, S>(W);
+  const int64_t stride = staged_stride<float>(W);
   std::vector<float> coefs(K * stride);
   const int64_t groups = (C + kWideGroup - 1) / kWideGroup;
   for (int64_t r = row_begin; r < row_end; ++r) {
@@ -805,7 +807,7 @@ struct WalkScratch {
 
   WalkScratch(int64_t K, int64_t width)
       : position(K),
-        stride(staged_stride<T, kCacheLine / sizeof(T)>(width)),
+        stride(staged_stride<T>(width)),
         coefs(K * stride),
         coefs_second(K * stride) {
     first.reserve(K);
