@@ -104,6 +104,24 @@ struct Simd {
 template <typename T, int64_t kBytes = kVectorBytes>
 using Vec = typename Simd<T, kBytes>::Vec;
 
+// The instruction sets of the clones. clone_isa has one version per clone, each returning its
+// own, so the loader's rule for GRAPHSEG_CLONES picks the one for this CPU (cpu_isa); kernels
+// with a separate function per instruction set (walk_band) are picked by it.
+enum class Isa { kBaseline, kAvx2, kAvx512 };
+
+#if GRAPHSEG_MULTIVERSION && GRAPHSEG_CPU_LEVEL >= 4
+__attribute__((target("arch=x86-64-v4"))) Isa clone_isa() { return Isa::kAvx512; }
+#endif
+#if GRAPHSEG_MULTIVERSION && GRAPHSEG_CPU_LEVEL >= 3
+__attribute__((target("arch=x86-64-v3"))) Isa clone_isa() { return Isa::kAvx2; }
+__attribute__((target("default")))
+#endif
+Isa clone_isa() {
+  return Isa::kBaseline;
+}
+
+const Isa cpu_isa = clone_isa();
+
 template <typename V, typename T>
 GRAPHSEG_INLINE V load(const T* p) {
   V v;
@@ -297,8 +315,7 @@ GRAPHSEG_CLONES void pair_planar(const Window& w, const T* left, const T* right,
   pair_planar_rows<T, kKind, kVectorBytes>(w, left, right, out, stream, row_begin, row_end);
 }
 
-// The 64-byte form, compiled for AVX-512 only and chosen at load time (has_avx512) like the
-// streaming copies.
+// The 64-byte form, compiled for AVX-512 only and chosen where the CPU has it (cpu_isa).
 #if GRAPHSEG_MULTIVERSION && GRAPHSEG_CPU_LEVEL >= 4
 template <typename T, PairKind kKind>
 __attribute__((target("arch=x86-64-v4"))) void pair_planar_wide(
@@ -307,12 +324,6 @@ __attribute__((target("arch=x86-64-v4"))) void pair_planar_wide(
   pair_planar_rows<T, kKind, kWideVectorBytes>(w, left, right, out, stream, row_begin, row_end);
 }
 
-bool pick_avx512() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("x86-64-v4");
-}
-
-const bool has_avx512 = pick_avx512();
 #endif
 
 // Four reductions over C sharing the left vector; independent accumulators hide the latency of
@@ -770,26 +781,49 @@ struct Rows {
   GRAPHSEG_INLINE T* at(int64_t y) const { return data + slot(y) * row; }
 };
 
-// The window entries of row y of a walk step reading `src`: the forward pass of row_entries,
-// with the shift between the slots of a ring; `ks` gets the window entry k of each.
+// The window entries of row y of a walk step reading `src` (those whose neighbour row lies
+// inside the image): the shift of each from the centre, between the slots of a ring, and its
+// window entry k.
 template <typename T>
-void walk_entries(const Window& w, int64_t y, const Rows<T>& src, std::vector<Entry>& entries,
+void walk_entries(const Window& w, int64_t y, const Rows<T>& src, std::vector<int64_t>& shifts,
                   std::vector<int64_t>& ks) {
-  entries.clear();
+  shifts.clear();
   ks.clear();
   for (int64_t k = 0; k < w.count; ++k) {
     const int64_t dx = w.offsets[2 * k + 1];
     const Span s = shifted_span(w, y, w.offsets[2 * k], dx);
     if (s.x1 > s.x0) {
-      entries.push_back({(src.slot(s.y) - src.slot(y)) * src.row + dx,
-                         (k * w.height + y) * w.width, s.x0, s.x1});
+      shifts.push_back((src.slot(s.y) - src.slot(y)) * src.row + dx);
       ks.push_back(k);
     }
   }
 }
 
+// The walk's coefficients in tiles, one per row and vector of L columns: tile (y, v) holds for
+// each window entry k the coefficients of columns v L .. v L + L - 1 at k L, 0 for columns
+// outside the image or whose neighbour column is. A vector of columns thus reads its K
+// coefficient vectors as one contiguous run (2.5 KiB for K = 80 floats) that the prefetcher
+// streams in; read in place, the K planes (a power of two apart for power-of-two images)
+// share cache sets and evict each other's lines. Writes the tiles of row y.
+template <typename T>
+void tile_row(const Window& w, const T* coef_b, T* tiles_b, int64_t y) {
+  constexpr int64_t L = Simd<T>::kLanes;
+  const int64_t H = w.height, W = w.width, K = w.count, vectors = (W + L - 1) / L;
+  T* row = tiles_b + y * vectors * K * L;
+  for (int64_t k = 0; k < K; ++k) {
+    const int64_t dx = w.offsets[2 * k + 1];
+    const int64_t x0 = std::max<int64_t>(0, -dx), x1 = std::min(W, W - dx);
+    const T* src = coef_b + (k * H + y) * W;
+    for (int64_t v = 0; v < vectors; ++v) {
+      T* dst = row + (v * K + k) * L;
+      for (int64_t l = 0, x = v * L; l < L; ++l, ++x) dst[l] = x >= x0 && x < x1 ? src[x] : T(0);
+    }
+  }
+}
+
 // A neighbour load that serves rows y and y + 1 of a walk step, or one of them: its shift from
-// the centre of row y and the staged coefficients of each row that uses it (-1: none).
+// the centre of row y and where each row that uses it finds its coefficient vector in a tile
+// (tile_row; -1: the row does not use it).
 struct SharedLoad {
   int64_t shift, first, second;
 };
@@ -797,21 +831,16 @@ struct SharedLoad {
 // Buffers of one thread of the walk.
 template <typename T>
 struct WalkScratch {
-  std::vector<Entry> first, second;  // entries of rows y and y + 1
-  std::vector<int64_t> first_k, second_k, position;
+  std::vector<int64_t> first, second, first_k, second_k;  // walk_entries of rows y and y + 1
+  std::vector<int64_t> position, unpaired;
   std::vector<char> used;
   std::vector<SharedLoad> loads;
   int64_t both = 0, first_only = 0;  // loads[0, both) serve both rows, then `first_only` row y
-  int64_t stride;  // of the staged coefficients (stage_row)
-  std::vector<T> coefs, coefs_second;
 
-  WalkScratch(int64_t K, int64_t width)
-      : position(K),
-        stride(staged_stride<T>(width)),
-        coefs(K * stride),
-        coefs_second(K * stride) {
-    first.reserve(K);
-    second.reserve(K);
+  explicit WalkScratch(int64_t K) : position(K) {
+    for (std::vector<int64_t>* v : {&first, &second, &first_k, &second_k, &unpaired}) {
+      v->reserve(K);
+    }
     loads.reserve(2 * K);
   }
 };
@@ -822,129 +851,152 @@ struct WalkScratch {
 template <typename T>
 void shared_loads(const Window& w, int64_t y, const Rows<T>& src,
                   const std::vector<int64_t>& partner, WalkScratch<T>& s) {
+  constexpr int64_t L = Simd<T>::kLanes;
   walk_entries(w, y, src, s.first, s.first_k);
   walk_entries(w, y + 1, src, s.second, s.second_k);
   std::fill(s.position.begin(), s.position.end(), -1);
   for (std::size_t j = 0; j < s.second.size(); ++j) s.position[s.second_k[j]] = j;
   s.used.assign(s.second.size(), 0);
   s.loads.clear();
-  std::vector<int64_t>& unpaired = s.first_k;  // reused: first_k is not needed past this loop
-  int64_t n_unpaired = 0;
+  s.unpaired.clear();
   for (std::size_t i = 0; i < s.first.size(); ++i) {
     const int64_t k = partner[s.first_k[i]];
     const int64_t j = k >= 0 ? s.position[k] : -1;
     if (j >= 0) {
-      s.loads.push_back({s.first[i].shift, static_cast<int64_t>(i), j});
+      s.loads.push_back({s.first[i], s.first_k[i] * L, s.second_k[j] * L});
       s.used[j] = 1;
     } else {
-      unpaired[n_unpaired++] = i;
+      s.unpaired.push_back(i);
     }
   }
   s.both = static_cast<int64_t>(s.loads.size());
-  for (int64_t u = 0; u < n_unpaired; ++u) {
-    s.loads.push_back({s.first[unpaired[u]].shift, unpaired[u], -1});
-  }
-  s.first_only = n_unpaired;
+  for (const int64_t i : s.unpaired) s.loads.push_back({s.first[i], s.first_k[i] * L, -1});
+  s.first_only = static_cast<int64_t>(s.unpaired.size());
   const int64_t step = src.at(y + 1) - src.at(y);
   for (std::size_t j = 0; j < s.second.size(); ++j) {
-    if (!s.used[j]) s.loads.push_back({step + s.second[j].shift, -1, static_cast<int64_t>(j)});
+    if (!s.used[j]) s.loads.push_back({step + s.second[j], -1, s.second_k[j] * L});
   }
 }
 
-// Rows y and y + 1 of one vector of columns for kChannels channels (walk_rows): the
-// accumulators of both rows stay in registers (2 x 6 vectors at most with 16 AVX2 registers).
-template <typename T, int kChannels>
-GRAPHSEG_INLINE void walk_vectors(const WalkScratch<T>& s, const T* coefs, const T* coefs_second,
-                                  int64_t coef_stride, const T* centre_c, int64_t in_plane,
-                                  T* out_c, T* out_second_c, int64_t out_plane, int64_t lanes) {
+// The loads of row y alone (a band's edge row).
+template <typename T>
+void row_loads(const Window& w, int64_t y, const Rows<T>& src, WalkScratch<T>& s) {
+  constexpr int64_t L = Simd<T>::kLanes;
+  walk_entries(w, y, src, s.first, s.first_k);
+  s.loads.clear();
+  for (std::size_t i = 0; i < s.first.size(); ++i) {
+    s.loads.push_back({s.first[i], s.first_k[i] * L, -1});
+  }
+  s.both = 0;
+  s.first_only = static_cast<int64_t>(s.loads.size());
+}
+
+// Holds v in a register. Otherwise GCC folds the load of a neighbour vector into both
+// multiply-adds that use it (walk_vectors), loading it twice: measured 30% slower on an Intel
+// Xeon with AVX-512. The baseline has no register for a 32-byte vector, so it is left alone.
+template <Isa kIsa, typename V>
+GRAPHSEG_INLINE V in_register(V v) {
+  if constexpr (kIsa != Isa::kBaseline) __asm__("" : "+x"(v));
+  return v;
+}
+
+// Rows y and (kTwoRows) y + 1 of one vector of columns for kChannels channels: the
+// accumulators of both rows stay in registers. `tile` and `tile_second` point at the tiles of
+// the two rows (tile_row).
+template <typename T, Isa kIsa, int kChannels, bool kTwoRows>
+GRAPHSEG_INLINE void walk_vectors(const WalkScratch<T>& s, const T* tile, const T* tile_second,
+                                  const T* centre_c, int64_t in_plane, T* out_c,
+                                  T* out_second_c, int64_t out_plane, int64_t lanes) {
   using V = Vec<T>;
   V acc[kChannels], acc_second[kChannels];
-#pragma GCC unroll 8
+#pragma GCC unroll 16
   for (int j = 0; j < kChannels; ++j) acc[j] = acc_second[j] = V{};
   const SharedLoad* loads = s.loads.data();
   const int64_t n = static_cast<int64_t>(s.loads.size()), both = s.both;
   const int64_t first_end = both + s.first_only;
   for (int64_t e = 0; e < both; ++e) {
-    const V cf = load<V>(coefs + loads[e].first * coef_stride);
-    const V cs = load<V>(coefs_second + loads[e].second * coef_stride);
+    const V cf = load<V>(tile + loads[e].first);
+    const V cs = load<V>(tile_second + loads[e].second);
     const T* neighbour = centre_c + loads[e].shift;
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int j = 0; j < kChannels; ++j) {
-      const V v = load<V>(neighbour + j * in_plane);
+      const V v = in_register<kIsa>(load<V>(neighbour + j * in_plane));
       acc[j] += cf * v;
       acc_second[j] += cs * v;
     }
   }
   for (int64_t e = both; e < first_end; ++e) {
-    const V cf = load<V>(coefs + loads[e].first * coef_stride);
+    const V cf = load<V>(tile + loads[e].first);
     const T* neighbour = centre_c + loads[e].shift;
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int j = 0; j < kChannels; ++j) acc[j] += cf * load<V>(neighbour + j * in_plane);
   }
   for (int64_t e = first_end; e < n; ++e) {
-    const V cs = load<V>(coefs_second + loads[e].second * coef_stride);
+    const V cs = load<V>(tile_second + loads[e].second);
     const T* neighbour = centre_c + loads[e].shift;
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int j = 0; j < kChannels; ++j) acc_second[j] += cs * load<V>(neighbour + j * in_plane);
   }
   store_channels<T, kChannels>(acc, out_c, out_plane, lanes);
-  store_channels<T, kChannels>(acc_second, out_second_c, out_plane, lanes);
+  if constexpr (kTwoRows) store_channels<T, kChannels>(acc_second, out_second_c, out_plane, lanes);
 }
 
-// Channels per group of walk_rows.
-constexpr int kWalkGroup = 6;
+// Channels per group of the walk: the accumulators of both rows, the value and the two
+// coefficient vectors stay in registers, 2 x 12 + 3 of AVX-512's 32 (measured on an Intel Xeon:
+// 5.5 G multiply-adds per second in a synthetic kernel against 4.6 with 6), 2 x 6 + 3 of AVX2's
+// 16.
+template <Isa kIsa>
+constexpr int kWalkGroup = kIsa == Isa::kAvx512 ? 12 : 6;
 
-// Rows y and y + 1 of one walk step (see walk_row), sharing the neighbour loads that both rows
-// make (shared_loads).
-template <typename T>
-GRAPHSEG_CLONES void walk_rows(const Window& w, int64_t y, const T* coef_b, const Rows<T>& src,
-                               const Rows<T>& dst, const std::vector<int64_t>& partner,
-                               WalkScratch<T>& s) {
-  shared_loads(w, y, src, partner, s);
+// walk_vectors for a group of `size` <= kChannels channels.
+template <typename T, Isa kIsa, bool kTwoRows, int kChannels = kWalkGroup<kIsa>, typename... A>
+GRAPHSEG_INLINE void walk_group(int64_t size, const A&... args) {
+  if constexpr (kChannels > 0) {
+    if (size == kChannels) return walk_vectors<T, kIsa, kChannels, kTwoRows>(args...);
+    walk_group<T, kIsa, kTwoRows, kChannels - 1>(size, args...);
+  }
+}
+
+// Row y, and y + 1 if kTwoRows, of one walk step with the loads in `s` (shared_loads,
+// row_loads): dst(y) = sum_k coef[k, y] src(y + o_k) over the neighbours inside the image.
+template <typename T, Isa kIsa, bool kTwoRows>
+GRAPHSEG_INLINE void walk_rows(const Window& w, int64_t y, const T* tiles, const Rows<T>& src,
+                               const Rows<T>& dst, const WalkScratch<T>& s) {
   constexpr int64_t L = Simd<T>::kLanes;
-  const int64_t C = w.channels, W = w.width;
+  constexpr int64_t G = kWalkGroup<kIsa>;
+  const int64_t C = w.channels, W = w.width, K = w.count;
+  const int64_t row_tiles = (W + L - 1) / L * K * L;
+  const T* tile = tiles + y * row_tiles;
+  const T* tile_second = kTwoRows ? tile + row_tiles : tile;
   const T* centre = src.at(y);
   T* out = dst.at(y);
-  T* out_second = dst.at(y + 1);
-  const int64_t groups = (C + kWalkGroup - 1) / kWalkGroup;
-  stage_row(s.first, coef_b, s.stride, s.coefs.data());
-  stage_row(s.second, coef_b, s.stride, s.coefs_second.data());
-  for (int64_t x = 0; x < W; x += L) {
+  T* out_second = kTwoRows ? dst.at(y + 1) : out;
+  const int64_t groups = (C + G - 1) / G;
+  for (int64_t x = 0, t = 0; x < W; x += L, t += K * L) {
     const int64_t lanes = std::min(L, W - x);
     for (int64_t g = 0, c = 0; g < groups; ++g) {
       const int64_t size = (C - c) / (groups - g);
       const int64_t at_in = c * src.plane + x, at_out = c * dst.plane + x;
       c += size;
-      switch (size) {
-#define GRAPHSEG_WALK_GROUP(n)                                                                 \
-  case n:                                                                                     \
-    walk_vectors<T, n>(s, s.coefs.data() + x, s.coefs_second.data() + x, s.stride,            \
-                       centre + at_in, src.plane, out + at_out, out_second + at_out,          \
-                       dst.plane, lanes);                                                     \
-    break;
-        GRAPHSEG_WALK_GROUP(6)
-        GRAPHSEG_WALK_GROUP(5)
-        GRAPHSEG_WALK_GROUP(4)
-        GRAPHSEG_WALK_GROUP(3)
-        GRAPHSEG_WALK_GROUP(2)
-        GRAPHSEG_WALK_GROUP(1)
-#undef GRAPHSEG_WALK_GROUP
-        default:
-          break;
-      }
+      walk_group<T, kIsa, kTwoRows>(size, s, tile + t, tile_second + t, centre + at_in,
+                                    src.plane, out + at_out, out_second + at_out, dst.plane,
+                                    lanes);
     }
   }
 }
 
-// Row y of one walk step, dst(y) = sum_k coef[k, y] src(y + o_k) over the neighbours inside the
-// image.
+// One band of rows of one pass of the walk (walk_band).
 template <typename T>
-GRAPHSEG_CLONES void walk_row(const Window& w, int64_t y, const T* coef_b, const Rows<T>& src,
-                              const Rows<T>& dst, WalkScratch<T>& s) {
-  walk_entries(w, y, src, s.first, s.first_k);
-  gather_row<T, Term::Value>(w, s.first, coef_b, src.at(y), src.plane, dst.at(y), dst.plane,
-                             s.coefs.data(), s.stride);
-}
+struct WalkBand {
+  const Window& w;
+  const T* tiles;  // of the batch item (tile_row)
+  const Rows<T>& src;
+  const Rows<T>& dst;
+  const std::vector<Rows<T>>& rings;
+  const std::vector<int64_t>& partner;
+  int64_t steps, ry, y0, y1;
+  WalkScratch<T>& scratch;
+};
 
 // dst = A^steps src on the rows [y0, y1) of one batch item, A the window operator of coef.
 // Steps 1 .. steps - 1 keep a ring of 2 ry + 2 rows each (ry the window's vertical reach) and
@@ -953,27 +1005,59 @@ GRAPHSEG_CLONES void walk_row(const Window& w, int64_t y, const T* coef_b, const
 // read back from cache and the weights of a row are read from memory once for all the steps.
 // To stay independent of the other bands, step l also computes the (steps - l) ry rows beyond
 // each end of the band that the later steps read.
-template <typename T>
-void walk_band(const Window& w, const T* coef_b, const Rows<T>& src, const Rows<T>& dst,
-               const std::vector<Rows<T>>& rings, const std::vector<int64_t>& partner,
-               int64_t steps, int64_t ry, int64_t y0, int64_t y1, WalkScratch<T>& scratch) {
-  const int64_t H = w.height;
-  const int64_t t_begin = std::max<int64_t>(0, y0 - (steps - 1) * ry);
-  const int64_t t_end = y1 + (steps - 1) * ry;
+template <typename T, Isa kIsa>
+GRAPHSEG_INLINE void walk_band(const WalkBand<T>& band) {
+  const Window& w = band.w;
+  const int64_t H = w.height, steps = band.steps, ry = band.ry;
+  const int64_t t_begin = std::max<int64_t>(0, band.y0 - (steps - 1) * ry);
+  const int64_t t_end = band.y1 + (steps - 1) * ry;
+  WalkScratch<T>& s = band.scratch;
   for (int64_t t = t_begin; t < t_end; t += 2) {
     for (int64_t l = 1; l <= steps; ++l) {
       const int64_t y = t - (l - 1) * ry;
-      const int64_t lo = std::max<int64_t>(0, y0 - (steps - l) * ry);
-      const int64_t hi = std::min(H, y1 + (steps - l) * ry);
-      const Rows<T>& from = l == 1 ? src : rings[l - 2];
-      const Rows<T>& to = l == steps ? dst : rings[l - 1];
+      const int64_t lo = std::max<int64_t>(0, band.y0 - (steps - l) * ry);
+      const int64_t hi = std::min(H, band.y1 + (steps - l) * ry);
+      const Rows<T>& from = l == 1 ? band.src : band.rings[l - 2];
+      const Rows<T>& to = l == steps ? band.dst : band.rings[l - 1];
       const bool first = y >= lo && y < hi, second = y + 1 >= lo && y + 1 < hi;
       if (first && second) {
-        walk_rows<T>(w, y, coef_b, from, to, partner, scratch);
+        shared_loads(w, y, from, band.partner, s);
+        walk_rows<T, kIsa, true>(w, y, band.tiles, from, to, s);
       } else if (first || second) {
-        walk_row<T>(w, first ? y : y + 1, coef_b, from, to, scratch);
+        const int64_t row = first ? y : y + 1;
+        row_loads(w, row, from, s);
+        walk_rows<T, kIsa, false>(w, row, band.tiles, from, to, s);
       }
     }
+  }
+}
+
+// walk_band compiled for each instruction set, and the one for this CPU (clone_isa).
+#if GRAPHSEG_MULTIVERSION && GRAPHSEG_CPU_LEVEL >= 4
+template <typename T>
+__attribute__((target("arch=x86-64-v4"))) void walk_band_avx512(const WalkBand<T>& band) {
+  walk_band<T, Isa::kAvx512>(band);
+}
+#endif
+#if GRAPHSEG_MULTIVERSION && GRAPHSEG_CPU_LEVEL >= 3
+template <typename T>
+__attribute__((target("arch=x86-64-v3"))) void walk_band_avx2(const WalkBand<T>& band) {
+  walk_band<T, Isa::kAvx2>(band);
+}
+#endif
+template <typename T>
+void walk_band_for_cpu(const WalkBand<T>& band) {
+  switch (cpu_isa) {
+#if GRAPHSEG_MULTIVERSION && GRAPHSEG_CPU_LEVEL >= 4
+    case Isa::kAvx512:
+      return walk_band_avx512<T>(band);
+#endif
+#if GRAPHSEG_MULTIVERSION && GRAPHSEG_CPU_LEVEL >= 3
+    case Isa::kAvx2:
+      return walk_band_avx2<T>(band);
+#endif
+    default:
+      return walk_band<T, Isa::kBaseline>(band);
   }
 }
 
@@ -1233,7 +1317,9 @@ void pair_rows(bool channels_last, const Window& w, const PairPlan& plan, const 
     pair_channels_last<T, kKind>(w, plan.computed, left, right, out, stream, begin, end);
   } else {
 #if GRAPHSEG_MULTIVERSION && GRAPHSEG_CPU_LEVEL >= 4
-    if (has_avx512) return pair_planar_wide<T, kKind>(w, left, right, out, stream, begin, end);
+    if (cpu_isa == Isa::kAvx512) {
+      return pair_planar_wide<T, kKind>(w, left, right, out, stream, begin, end);
+    }
 #endif
     pair_planar<T, kKind>(w, left, right, out, stream, begin, end);
   }
@@ -1304,7 +1390,7 @@ void run_gather(const at::Tensor& coef, const at::Tensor& values, const at::Tens
   [[maybe_unused]] bool wide = false;
 #if GRAPHSEG_MULTIVERSION && GRAPHSEG_CPU_LEVEL >= 4
   // The AVX-512 aggregate reads 16 columns on either side of each vector of 16 columns.
-  wide = has_avx512 && mode == Gather::Aggregate && values.scalar_type() == at::kFloat &&
+  wide = cpu_isa == Isa::kAvx512 && mode == Gather::Aggregate && values.scalar_type() == at::kFloat &&
          w.reach_left <= kWideLeft && w.reach_right <= kWideRight;
   if (wide) {
     pad_left = kWideLeft;
@@ -1352,6 +1438,22 @@ void run_gather(const at::Tensor& coef, const at::Tensor& values, const at::Tens
           }
         });
   });
+}
+
+// A fresh output, advised to be backed by 2 MiB pages: faulting a large output in 4 KiB at a
+// time costs more than computing it (measured here for 80 MiB: ~40 ms of page faults against
+// ~6 ms of kernel, ~10 ms in all with huge pages). A hint only, as torch's own
+// THP_MEM_ALLOC_ENABLE: nothing changes where transparent huge pages are off.
+at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  at::Tensor out = at::empty(sizes, options);
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr std::uintptr_t kHugePage = std::uintptr_t{2} << 20;
+  const auto begin = reinterpret_cast<std::uintptr_t>(out.data_ptr());
+  const std::uintptr_t first = (begin + kHugePage - 1) & ~(kHugePage - 1);
+  const std::uintptr_t last = (begin + out.nbytes()) & ~(kHugePage - 1);
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
+#endif
+  return out;
 }
 
 // Steps per pass of window_aggregate_power: a pass reads the weights and the values from memory
@@ -1425,6 +1527,16 @@ void run_walk(const at::Tensor& coef, const at::Tensor& values, const at::Tensor
     // Rings of every band, zero-filled once: their padding columns are never written.
     std::vector<T> ring_store(static_cast<std::size_t>(B * bands * (per_pass - 1) * ring_size));
     const T* cp = cf.const_data_ptr<T>();
+    constexpr int64_t L = Simd<T>::kLanes;
+    const int64_t item_tiles = H * ((W + L - 1) / L) * K * L;
+    const at::Tensor tiles = empty_output({B * item_tiles}, values.options());
+    T* tp = tiles.mutable_data_ptr<T>();
+    parallel_for(0, B * H, std::max<int64_t>(1, kGrainWork / (K * W)),
+                 [&](int64_t begin, int64_t end) {
+                   for (int64_t r = begin; r < end; ++r) {
+                     tile_row<T>(w, cp + r / H * K * H * W, tp + r / H * item_tiles, r % H);
+                   }
+                 });
     T* op = out.mutable_data_ptr<T>();
     for (int64_t pass = 0; pass < passes; ++pass) {
       const int64_t steps = num_steps / passes + (pass < num_steps % passes ? 1 : 0);
@@ -1432,7 +1544,7 @@ void run_walk(const at::Tensor& coef, const at::Tensor& values, const at::Tensor
       const T* src = maps[pass % 2];
       T* dst = maps[(pass + 1) % 2];
       parallel_for(0, B * bands, 1, [&](int64_t begin, int64_t end) {
-        WalkScratch<T> scratch(K, W);
+        WalkScratch<T> scratch(K);
         std::vector<Rows<T>> rings;
         for (int64_t task = begin; task < end; ++task) {
           const int64_t b = task / bands, band = task % bands;
@@ -1444,28 +1556,12 @@ void run_walk(const at::Tensor& coef, const at::Tensor& values, const at::Tensor
           const Rows<T> from{const_cast<T*>(src) + b * C * w.plane, w.row, w.plane, 0};
           const Rows<T> to = last ? Rows<T>{op + b * C * H * W, W, H * W, 0}
                                   : Rows<T>{dst + b * C * w.plane, w.row, w.plane, 0};
-          walk_band<T>(w, cp + b * K * H * W, from, to, rings, partner, steps, ry,
-                       band * H / bands, (band + 1) * H / bands, scratch);
+          walk_band_for_cpu<T>({w, tp + b * item_tiles, from, to, rings, partner, steps, ry,
+                                band * H / bands, (band + 1) * H / bands, scratch});
         }
       });
     }
   });
-}
-
-// A fresh output, advised to be backed by 2 MiB pages: faulting a large output in 4 KiB at a
-// time costs more than computing it (measured here for 80 MiB: ~40 ms of page faults against
-// ~6 ms of kernel, ~10 ms in all with huge pages). A hint only, as torch's own
-// THP_MEM_ALLOC_ENABLE: nothing changes where transparent huge pages are off.
-at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
-  at::Tensor out = at::empty(sizes, options);
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr std::uintptr_t kHugePage = std::uintptr_t{2} << 20;
-  const auto begin = reinterpret_cast<std::uintptr_t>(out.data_ptr());
-  const std::uintptr_t first = (begin + kHugePage - 1) & ~(kHugePage - 1);
-  const std::uintptr_t last = (begin + out.nbytes()) & ~(kHugePage - 1);
-  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
-#endif
-  return out;
 }
 
 // The CPU backend of WindowOps.
@@ -1487,21 +1583,16 @@ struct Cpu {
   }
 };
 
-// The clone that the loader picks on this CPU, by the same rule as GRAPHSEG_CLONES: a function
-// with one version per clone, each returning its own name.
-#if GRAPHSEG_MULTIVERSION && GRAPHSEG_CPU_LEVEL >= 4
-__attribute__((target("arch=x86-64-v4"))) const char* clone_name() {
-  return "x86-64-v4 (AVX-512)";
-}
-#endif
-#if GRAPHSEG_MULTIVERSION && GRAPHSEG_CPU_LEVEL >= 3
-__attribute__((target("arch=x86-64-v3"))) const char* clone_name() {
-  return "x86-64-v3 (AVX2, FMA)";
-}
-__attribute__((target("default")))
-#endif
+// The clone that the loader picks on this CPU.
 const char* clone_name() {
-  return GRAPHSEG_MULTIVERSION ? "default (baseline x86-64)" : "single build (no clones)";
+  switch (cpu_isa) {
+    case Isa::kAvx512:
+      return "x86-64-v4 (AVX-512)";
+    case Isa::kAvx2:
+      return "x86-64-v3 (AVX2, FMA)";
+    default:
+      return GRAPHSEG_MULTIVERSION ? "default (baseline x86-64)" : "single build (no clones)";
+  }
 }
 
 }  // namespace
