@@ -504,10 +504,10 @@ GRAPHSEG_INLINE void stage_row(const std::vector<Entry>& entries, const T* coef_
 }
 
 // Writes the first `lanes` columns of kChannels accumulator vectors to their channel planes.
-template <typename T, int kChannels>
-GRAPHSEG_INLINE void store_channels(const Vec<T>* acc, T* out_c, int64_t out_plane,
+template <typename T, int kChannels, int64_t kBytes = kVectorBytes>
+GRAPHSEG_INLINE void store_channels(const Vec<T, kBytes>* acc, T* out_c, int64_t out_plane,
                                     int64_t lanes) {
-  if (lanes == Simd<T>::kLanes) {
+  if (lanes == Simd<T, kBytes>::kLanes) {
 #pragma GCC unroll 8
     for (int j = 0; j < kChannels; ++j) store(out_c + j * out_plane, acc[j]);
   } else {
@@ -806,8 +806,7 @@ void walk_entries(const Window& w, int64_t y, const Rows<T>& src, std::vector<in
 // streams in; read in place, the K planes (a power of two apart for power-of-two images)
 // share cache sets and evict each other's lines. Writes the tiles of row y.
 template <typename T>
-void tile_row(const Window& w, const T* coef_b, T* tiles_b, int64_t y) {
-  constexpr int64_t L = Simd<T>::kLanes;
+void tile_row(const Window& w, int64_t L, const T* coef_b, T* tiles_b, int64_t y) {
   const int64_t H = w.height, W = w.width, K = w.count, vectors = (W + L - 1) / L;
   T* row = tiles_b + y * vectors * K * L;
   for (int64_t k = 0; k < K; ++k) {
@@ -820,6 +819,15 @@ void tile_row(const Window& w, const T* coef_b, T* tiles_b, int64_t y) {
     }
   }
 }
+
+// Vector width of the walk's kernels: 64 bytes with AVX-512, whose 64-byte multiply-adds do
+// twice the arithmetic of 32-byte ones per cycle (measured on an Intel Xeon: 68 against 36 G
+// float multiply-adds per second on one core); 32 bytes elsewhere. Unlike the gathers', the
+// walk's loads serve two multiply-adds each, so its 64-byte loads that straddle two cache lines
+// cost less than the arithmetic gains: 512x512, 21 channels, 64 steps on 2 threads took 0.75 s
+// against 0.99 s with 32-byte vectors (a 64-byte form that cut the neighbours out of aligned
+// loads with permutes instead was no faster).
+constexpr int64_t walk_bytes(Isa isa) { return isa == Isa::kAvx512 ? 64 : 32; }
 
 // A neighbour load that serves rows y and y + 1 of a walk step, or one of them: its shift from
 // the centre of row y and where each row that uses it finds its coefficient vector in a tile
@@ -836,9 +844,9 @@ struct WalkScratch {
   std::vector<char> used;
   std::vector<SharedLoad> loads;
   int64_t both = 0, first_only = 0;  // loads[0, both) serve both rows, then `first_only` row y
-  int64_t tile_size;                  // K L, the elements of one tile (tile_row)
+  int64_t lanes, tile_size;           // L, and K L the elements of one tile (tile_row)
 
-  explicit WalkScratch(int64_t K) : position(K), tile_size(K * Simd<T>::kLanes) {
+  WalkScratch(int64_t K, int64_t L) : position(K), lanes(L), tile_size(K * L) {
     for (std::vector<int64_t>* v : {&first, &second, &first_k, &second_k, &unpaired}) {
       v->reserve(K);
     }
@@ -852,7 +860,7 @@ struct WalkScratch {
 template <typename T>
 void shared_loads(const Window& w, int64_t y, const Rows<T>& src,
                   const std::vector<int64_t>& partner, WalkScratch<T>& s) {
-  constexpr int64_t L = Simd<T>::kLanes;
+  const int64_t L = s.lanes;
   walk_entries(w, y, src, s.first, s.first_k);
   walk_entries(w, y + 1, src, s.second, s.second_k);
   std::fill(s.position.begin(), s.position.end(), -1);
@@ -882,7 +890,7 @@ void shared_loads(const Window& w, int64_t y, const Rows<T>& src,
 // The loads of row y alone (a band's edge row).
 template <typename T>
 void row_loads(const Window& w, int64_t y, const Rows<T>& src, WalkScratch<T>& s) {
-  constexpr int64_t L = Simd<T>::kLanes;
+  const int64_t L = s.lanes;
   walk_entries(w, y, src, s.first, s.first_k);
   s.loads.clear();
   for (std::size_t i = 0; i < s.first.size(); ++i) {
@@ -894,10 +902,10 @@ void row_loads(const Window& w, int64_t y, const Rows<T>& src, WalkScratch<T>& s
 
 // Holds v in a register. Otherwise GCC folds the load of a neighbour vector into both
 // multiply-adds that use it (walk_vectors), loading it twice: measured 30% slower on an Intel
-// Xeon with AVX-512. The baseline has no register for a 32-byte vector, so it is left alone.
+// Xeon with AVX-512. The baseline has no register for a whole vector, so it is left alone.
 template <Isa kIsa, typename V>
 GRAPHSEG_INLINE V in_register(V v) {
-  if constexpr (kIsa != Isa::kBaseline) __asm__("" : "+x"(v));
+  if constexpr (kIsa != Isa::kBaseline) __asm__("" : "+v"(v));
   return v;
 }
 
@@ -915,7 +923,8 @@ template <typename T, Isa kIsa, int kChannels, bool kTwoRows>
 GRAPHSEG_INLINE void walk_vectors(const WalkScratch<T>& s, const T* tile, const T* tile_second,
                                   int64_t ahead, const T* centre_c, int64_t in_plane, T* out_c,
                                   T* out_second_c, int64_t out_plane, int64_t lanes) {
-  using V = Vec<T>;
+  constexpr int64_t kBytes = walk_bytes(kIsa);
+  using V = Vec<T, kBytes>;
   constexpr int64_t kLine = kCacheLine / static_cast<int64_t>(sizeof(T));
   const int64_t next = kWalkTilesAhead * s.tile_size;
   V acc[kChannels], acc_second[kChannels];
@@ -952,14 +961,16 @@ GRAPHSEG_INLINE void walk_vectors(const WalkScratch<T>& s, const T* tile, const 
 #pragma GCC unroll 16
     for (int j = 0; j < kChannels; ++j) acc_second[j] += cs * load<V>(neighbour + j * in_plane);
   }
-  store_channels<T, kChannels>(acc, out_c, out_plane, lanes);
-  if constexpr (kTwoRows) store_channels<T, kChannels>(acc_second, out_second_c, out_plane, lanes);
+  store_channels<T, kChannels, kBytes>(acc, out_c, out_plane, lanes);
+  if constexpr (kTwoRows) {
+    store_channels<T, kChannels, kBytes>(acc_second, out_second_c, out_plane, lanes);
+  }
 }
 
 // Channels per group of the walk: the accumulators of both rows, the value and the two
-// coefficient vectors stay in registers, 2 x 12 + 3 of AVX-512's 32 (measured on an Intel Xeon:
-// 5.5 G multiply-adds per second in a synthetic kernel against 4.6 with 6), 2 x 6 + 3 of AVX2's
-// 16.
+// coefficient vectors stay in registers, 2 x 12 + 3 of AVX-512's 32 (measured on an Intel Xeon
+// with 32-byte vectors: 5.5 G multiply-adds per second in a synthetic kernel against 4.6 with
+// 6), 2 x 6 + 3 of AVX2's 16.
 template <Isa kIsa>
 constexpr int kWalkGroup = kIsa == Isa::kAvx512 ? 12 : 6;
 
@@ -977,7 +988,7 @@ GRAPHSEG_INLINE void walk_group(int64_t size, const A&... args) {
 template <typename T, Isa kIsa, bool kTwoRows>
 GRAPHSEG_INLINE void walk_rows(const Window& w, int64_t y, const T* tiles, const Rows<T>& src,
                                const Rows<T>& dst, const WalkScratch<T>& s) {
-  constexpr int64_t L = Simd<T>::kLanes;
+  constexpr int64_t L = Simd<T, walk_bytes(kIsa)>::kLanes;
   constexpr int64_t G = kWalkGroup<kIsa>;
   const int64_t C = w.channels, W = w.width, K = w.count;
   const int64_t row_tiles = (W + L - 1) / L * K * L;
@@ -1543,14 +1554,14 @@ void run_walk(const at::Tensor& coef, const at::Tensor& values, const at::Tensor
     // Rings of every band, zero-filled once: their padding columns are never written.
     std::vector<T> ring_store(static_cast<std::size_t>(B * bands * (per_pass - 1) * ring_size));
     const T* cp = cf.const_data_ptr<T>();
-    constexpr int64_t L = Simd<T>::kLanes;
+    const int64_t L = walk_bytes(cpu_isa) / static_cast<int64_t>(sizeof(T));
     const int64_t item_tiles = H * ((W + L - 1) / L) * K * L;
     const at::Tensor tiles = empty_output({B * item_tiles}, values.options());
     T* tp = tiles.mutable_data_ptr<T>();
     parallel_for(0, B * H, std::max<int64_t>(1, kGrainWork / (K * W)),
                  [&](int64_t begin, int64_t end) {
                    for (int64_t r = begin; r < end; ++r) {
-                     tile_row<T>(w, cp + r / H * K * H * W, tp + r / H * item_tiles, r % H);
+                     tile_row<T>(w, L, cp + r / H * K * H * W, tp + r / H * item_tiles, r % H);
                    }
                  });
     T* op = out.mutable_data_ptr<T>();
@@ -1560,7 +1571,7 @@ void run_walk(const at::Tensor& coef, const at::Tensor& values, const at::Tensor
       const T* src = maps[pass % 2];
       T* dst = maps[(pass + 1) % 2];
       parallel_for(0, B * bands, 1, [&](int64_t begin, int64_t end) {
-        WalkScratch<T> scratch(K);
+        WalkScratch<T> scratch(K, L);
         std::vector<Rows<T>> rings;
         for (int64_t task = begin; task < end; ++task) {
           const int64_t b = task / bands, band = task % bands;
