@@ -10,7 +10,10 @@ Cases (each runs in its own process so that its peak memory is its own):
 - ``random_walk``: random_walk(preset-free, β 8, 256 steps) of 21 class maps on the full
   resolution disk r=5 pixel graph of the astronaut: time, its memory-bandwidth floor (the bytes
   one step must move — weights read, values read and written — times the steps, over the copy
-  bandwidth measured in the same run) and the ratio, the step-by-step path (one
+  bandwidth measured in the same run) and the ratio, its arithmetic floor (the multiply-adds
+  over the rate of a float32 matrix product measured in the same run: the walk is bound by
+  arithmetic, and on a shared machine that rate moves with the neighbours' load), the
+  step-by-step path (one
   window_aggregate per step, timed over 16 steps) and peak memory, against the dense N×N matrix
   the reference code would build.
 - ``label_spreading``: against PyG's LabelPropagation on the converted graph with the same
@@ -45,6 +48,7 @@ from common import (
     emit,
     machine,
     median_seconds,
+    multiply_add_rate,
 )
 from skimage import data as skdata
 
@@ -175,6 +179,10 @@ def case_random_walk(args) -> None:
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     peak = _peak_rss_mib()
     copy = copy_bandwidth(repeats=args.repeats)  # after the walk: its buffers count for no peak
+    rate = multiply_add_rate(repeats=args.repeats)
+    # One multiply-add per node, window entry (the self loop included), class and step.
+    multiply_adds = graph.num_nodes * (graph.num_offsets + 1) * classes * steps
+    arithmetic_floor = multiply_adds / rate["multiply_adds_per_s"]
     # The floor of one step: read the weights (the window's planes and the self-loop plane that
     # the normalisation makes per-pixel) and the values, write the values.
     element = probs.element_size()
@@ -196,6 +204,9 @@ def case_random_walk(args) -> None:
           "cpu_seconds_all_threads": round(cpu_seconds, 2),
           "copy_gib_per_s": copy["gib_per_s"], "bytes_per_step": step_bytes,
           "floor_s": round(floor, 3), "over_floor": round(seconds / floor, 2),
+          "sgemm_g_multiply_adds_per_s": rate["g_multiply_adds_per_s"],
+          "arithmetic_floor_s": round(arithmetic_floor, 3),
+          "over_arithmetic_floor": round(seconds / arithmetic_floor, 2),
           "step_by_step_s_per_step": round(loop_seconds / loop_steps, 4),
           "speedup_vs_step_by_step": round(loop_seconds / loop_steps * steps / seconds, 2),
           "max_abs_difference_vs_step_by_step_16_steps":

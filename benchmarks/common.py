@@ -65,6 +65,19 @@ def copy_bandwidth(*, repeats: int = 5) -> dict:
             "bytes_per_s": moved / seconds}
 
 
+def multiply_add_rate(*, repeats: int = 5) -> dict:
+    """Median float32 multiply-adds per second of a 1024 x 1024 matrix product (torch's BLAS,
+    near the cores' arithmetic peak), the arithmetic floor's yardstick; measure it in the same run
+    as what it is compared with: on a shared machine the peak moves with the neighbours' load."""
+    a, b = torch.rand(1024, 1024), torch.rand(1024, 1024)
+    out = torch.empty(1024, 1024)
+    seconds = median_seconds(lambda: torch.mm(a, b, out=out), repeats=repeats)
+    count = 1024**3
+    return {"case": "sgemm", "multiply_adds": count, "median_ms": round(seconds * 1e3, 3),
+            "g_multiply_adds_per_s": round(count / seconds / 1e9, 1),
+            "threads": torch.get_num_threads(), "multiply_adds_per_s": count / seconds}
+
+
 def machine() -> dict:
     return {"torch": torch.__version__, "threads": torch.get_num_threads(),
             "cpu": platform.processor() or platform.machine(), "cpu_model": cpu_model(),
