@@ -264,6 +264,23 @@ def test_power(image):
     torch.testing.assert_close(graph.power(8).to_dense(), graph.to_dense() ** 8)
 
 
+@pytest.mark.parametrize("beta", [0.5, 1, 2, 3, 8, 16, 10.0])
+def test_power_every_exponent_with_its_gradient(beta):
+    # Powers of two are taken by squaring, the rest by pow: both equal w ** beta, and the
+    # gradient is beta w ** (beta - 1) either way.
+    weight = torch.rand(1, 4, 5, 6, dtype=torch.float64) + 0.1
+    self_weight = torch.rand(1, 1, 5, 6, dtype=torch.float64) + 0.1
+    graph = WindowGraph(weight, window_offsets(1), self_weight=self_weight)
+    inside = graph.weight != 0  # edges leaving the image are dropped
+    powered = graph.power(beta)
+    torch.testing.assert_close(powered.weight, graph.weight ** beta, rtol=1e-14, atol=0)
+    torch.testing.assert_close(powered.self_weight, self_weight ** beta, rtol=1e-14, atol=0)
+    leaf = weight.clone().requires_grad_(True)
+    WindowGraph(leaf, window_offsets(1)).power(beta).weight.sum().backward()
+    expected = torch.where(inside, beta * weight ** (beta - 1), 0.0)
+    torch.testing.assert_close(leaf.grad, expected, rtol=1e-12, atol=0)
+
+
 def test_gradients_flow_through_feature_graph():
     features = torch.rand(1, 4, 5, 5, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(
