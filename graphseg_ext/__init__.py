@@ -150,8 +150,9 @@ def window_aggregate_power(weight: Tensor, values: Tensor, offsets: Tensor, num_
     Equals calling :func:`window_aggregate` ``num_steps`` times (up to float rounding: the sums
     are the same, in the same order), with far less memory traffic: each pass over the image
     runs several steps on bands of rows whose intermediate rows stay in cache, so the weights and
-    the values are read from memory once per pass rather than once per step. Not differentiable;
-    the random walk uses it when no gradient is needed.
+    the values are read from memory once per pass rather than once per step. The weights are
+    first copied once into tiles that the kernel reads in order (extra memory: the size of
+    ``weight``). Not differentiable; the random walk uses it when no gradient is needed.
 
     Args:
         weight: ``(B, K, H, W)`` edge weights.
