@@ -428,6 +428,27 @@ def test_window_aggregate_power_matches_repeated_aggregation(shape, offsets, ste
     torch.testing.assert_close(out, expected, **TOL[dtype])
 
 
+def test_window_aggregate_power_is_the_same_for_every_band_split():
+    # Rows pair up with the same partner row in every band, so the result depends neither on the
+    # threads, nor on the steps per pass, nor on where the bands end (they move between passes
+    # with the threads' speed): bitwise equal. A reach of 5 rows (odd) and 300 rows (two bands).
+    off = torch.cat([window_offsets(5), torch.zeros(1, 2, dtype=torch.int64)])
+    weight = _rand((1, off.shape[0], 300, 77), torch.float32, 36).abs()
+    values = _rand((1, 7, 300, 77), torch.float32, 37)
+    threads = torch.get_num_threads()
+    outs = []
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            for per_pass in (1, 2, 3, 4):
+                outs.append(graphseg_ext.window_aggregate_power(weight, values, off, 9,
+                                                                steps_per_pass=per_pass))
+    finally:
+        torch.set_num_threads(threads)
+    for out in outs[1:]:
+        assert torch.equal(out, outs[0])
+
+
 def test_window_aggregate_power_skips_entries_without_neighbours():
     # Offsets that never have a neighbour inside the image: their NaN weights must never be read.
     off = torch.cat([window_offsets(3), torch.tensor([[0, 0], [40, 0], [0, -30]])])

@@ -22,6 +22,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -1021,29 +1022,31 @@ struct WalkBand {
   const Rows<T>& dst;
   const std::vector<Rows<T>>& rings;
   const std::vector<int64_t>& partner;
-  int64_t steps, ry, y0, y1;
+  int64_t steps, lag, y0, y1;
   WalkScratch<T>& scratch;
 };
 
 // dst = A^steps src on the rows [y0, y1) of one batch item, A the window operator of coef.
-// Steps 1 .. steps - 1 keep a ring of 2 ry + 2 rows each (ry the window's vertical reach) and
-// run as a wavefront: at time t (even), step l computes rows t - (l - 1) ry and the next, the
-// last rows that step l - 1 has completed the neighbourhood of. The rows of each step are thus
-// read back from cache and the weights of a row are read from memory once for all the steps.
-// To stay independent of the other bands, step l also computes the (steps - l) ry rows beyond
-// each end of the band that the later steps read.
+// Steps 1 .. steps - 1 keep a ring of lag + ry + 2 rows each (ry the window's vertical reach,
+// lag = ry rounded up to even) and run as a wavefront: at time t, step l computes rows
+// t - (l - 1) lag and the next, rows whose neighbourhood step l - 1 has completed. The rows of
+// each step are thus read back from cache and the weights of a row are read from memory once
+// for all the steps. To stay independent of the other bands, step l also computes the
+// (steps - l) lag rows beyond each end of the band that the later steps read. With t, y0, y1
+// and the lag even, every row is computed with the same partner row (y, y + 1 for y even) in
+// every band, so the result does not depend on the bands.
 template <typename T, Isa kIsa>
 GRAPHSEG_INLINE void walk_band(const WalkBand<T>& band) {
   const Window& w = band.w;
-  const int64_t H = w.height, steps = band.steps, ry = band.ry;
-  const int64_t t_begin = std::max<int64_t>(0, band.y0 - (steps - 1) * ry);
-  const int64_t t_end = band.y1 + (steps - 1) * ry;
+  const int64_t H = w.height, steps = band.steps, lag = band.lag;
+  const int64_t t_begin = std::max<int64_t>(0, band.y0 - (steps - 1) * lag);
+  const int64_t t_end = band.y1 + (steps - 1) * lag;
   WalkScratch<T>& s = band.scratch;
   for (int64_t t = t_begin; t < t_end; t += 2) {
     for (int64_t l = 1; l <= steps; ++l) {
-      const int64_t y = t - (l - 1) * ry;
-      const int64_t lo = std::max<int64_t>(0, band.y0 - (steps - l) * ry);
-      const int64_t hi = std::min(H, band.y1 + (steps - l) * ry);
+      const int64_t y = t - (l - 1) * lag;
+      const int64_t lo = std::max<int64_t>(0, band.y0 - (steps - l) * lag);
+      const int64_t hi = std::min(H, band.y1 + (steps - l) * lag);
       const Rows<T>& from = l == 1 ? band.src : band.rings[l - 2];
       const Rows<T>& to = l == steps ? band.dst : band.rings[l - 1];
       const bool first = y >= lo && y < hi, second = y + 1 >= lo && y + 1 < hi;
@@ -1496,14 +1499,39 @@ constexpr int64_t kWalkCacheBytes = int64_t{8} << 20;
 constexpr int64_t kWalkMinBandRows = 32;
 
 // The most steps per pass whose wavefront fits kWalkCacheBytes: (steps - 1) rings of `ring` rows
-// of all channels, and the weights of the (steps - 1) ry + 1 rows that the steps read at once.
-int64_t walk_steps_per_pass(const Window& w, int64_t ry, int64_t ring, int64_t element) {
+// of all channels, and the weights of the (steps - 1) lag + 1 rows that the steps read at once.
+int64_t walk_steps_per_pass(const Window& w, int64_t lag, int64_t ring, int64_t element) {
   for (int64_t steps = kWalkMaxStepsPerPass; steps > 1; --steps) {
     const int64_t rings = (steps - 1) * ring * w.channels * w.row * element;
-    const int64_t weights = ((steps - 1) * ry + 1) * w.count * w.width * element;
+    const int64_t weights = ((steps - 1) * lag + 1) * w.count * w.width * element;
     if (rings + weights <= kWalkCacheBytes) return steps;
   }
   return 1;
+}
+
+// Moves the band boundaries halfway towards rows in proportion to the speed of each band in the
+// last pass (rows per second; seconds[band], one task per thread). On a shared machine one core
+// can run much slower than the other (measured on a 2-core Intel Xeon: 24 against 18 G
+// multiply-adds per second for the same work), and with fixed bands the faster thread waited
+// at the end of every pass. Boundaries stay even and bands at least kWalkMinBandRows high.
+void rebalance_bands(std::vector<int64_t>& cuts, const std::vector<double>& seconds) {
+  const int64_t bands = static_cast<int64_t>(cuts.size()) - 1, H = cuts[bands];
+  if (bands < 2) return;
+  std::vector<double> rate(bands);
+  double total = 0;
+  for (int64_t band = 0; band < bands; ++band) {
+    rate[band] = (cuts[band + 1] - cuts[band]) / std::max(seconds[band], 1e-9);
+    total += rate[band];
+  }
+  std::vector<int64_t> next(cuts);
+  double at = 0;
+  for (int64_t band = 1; band < bands; ++band) {
+    at += 0.5 * ((cuts[band] - cuts[band - 1]) + H * rate[band - 1] / total);
+    const int64_t low = next[band - 1] + kWalkMinBandRows;
+    const int64_t high = (H - (bands - band) * kWalkMinBandRows) / 2 * 2;
+    next[band] = std::clamp<int64_t>(std::llround(at / 2) * 2, low, high);
+  }
+  cuts = next;
 }
 
 // out = A^num_steps values, A the window operator of coef (window_aggregate applied num_steps
@@ -1529,7 +1557,8 @@ void run_walk(const at::Tensor& coef, const at::Tensor& values, const at::Tensor
   std::memset(second_map.data(), 0, map_bytes);
   int64_t ry = 0;
   for (int64_t k = 0; k < K; ++k) ry = std::max(ry, std::min(std::abs(w.offsets[2 * k]), H));
-  const int64_t ring = 2 * ry + 2;
+  const int64_t lag = ry + ry % 2;
+  const int64_t ring = lag + ry + 2;
   // partner[k]: the entry whose offset is o_k - (1, 0), or -1 (shared_loads).
   std::vector<int64_t> partner(K, -1);
   for (int64_t k = 0; k < K; ++k) {
@@ -1541,12 +1570,16 @@ void run_walk(const at::Tensor& coef, const at::Tensor& values, const at::Tensor
     }
   }
   const int64_t per_pass = std::min(
-      num_steps, steps_per_pass > 0 ? steps_per_pass : walk_steps_per_pass(w, ry, ring, element));
+      num_steps, steps_per_pass > 0 ? steps_per_pass : walk_steps_per_pass(w, lag, ring, element));
   const int64_t passes = (num_steps + per_pass - 1) / per_pass;
   const int64_t threads = at::get_num_threads();
   const int64_t bands =
       std::max<int64_t>(1, std::min((threads + B - 1) / B, H / kWalkMinBandRows));
   const int64_t ring_size = ring * C * w.row;
+  // Band boundaries, even (walk_band), rebalanced after every pass.
+  std::vector<int64_t> cuts(bands + 1, H);
+  for (int64_t band = 0; band < bands; ++band) cuts[band] = band * H / bands / 2 * 2;
+  std::vector<double> seconds(B * bands, 0.0);
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "graphseg_ext_walk", [&] {
     using T = scalar_t;
     T* maps[2] = {const_cast<T*>(static_cast<const T*>(first.data)),
@@ -1571,6 +1604,7 @@ void run_walk(const at::Tensor& coef, const at::Tensor& values, const at::Tensor
       const T* src = maps[pass % 2];
       T* dst = maps[(pass + 1) % 2];
       parallel_for(0, B * bands, 1, [&](int64_t begin, int64_t end) {
+        const auto start = std::chrono::steady_clock::now();
         WalkScratch<T> scratch(K, L);
         std::vector<Rows<T>> rings;
         for (int64_t task = begin; task < end; ++task) {
@@ -1583,10 +1617,13 @@ void run_walk(const at::Tensor& coef, const at::Tensor& values, const at::Tensor
           const Rows<T> from{const_cast<T*>(src) + b * C * w.plane, w.row, w.plane, 0};
           const Rows<T> to = last ? Rows<T>{op + b * C * H * W, W, H * W, 0}
                                   : Rows<T>{dst + b * C * w.plane, w.row, w.plane, 0};
-          walk_band_for_cpu<T>({w, tp + b * item_tiles, from, to, rings, partner, steps, ry,
-                                band * H / bands, (band + 1) * H / bands, scratch});
+          walk_band_for_cpu<T>({w, tp + b * item_tiles, from, to, rings, partner, steps, lag,
+                                cuts[band], cuts[band + 1], scratch});
         }
+        seconds[begin] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+                             .count();
       });
+      if (B == 1) rebalance_bands(cuts, seconds);
     }
   });
 }
