@@ -24,6 +24,7 @@ from graphseg.graph.offsets import window_offsets
 from graphseg.graph.window import WindowGraph
 from graphseg.ops.window_ops import aggregate_power_fused, fused_power_available
 from graphseg.propagate._common import node_values, propagation_graph
+from graphseg.propagate._threads import free_threads, intra_op_threads
 
 __all__ = [
     "RANDOM_WALK_PRESETS",
@@ -127,6 +128,14 @@ def irn_affinity(boundary: Tensor, *, radius: int = 5, self_weight: float = 1.0)
 
 
 def _walk(graph, values: Tensor, beta: float, num_steps: int) -> Tensor:
+    # On the cores no other process holds, as harmonic and the lattice: every pass of the walk
+    # and every torch op ends at a barrier, so a thread that shares its core with a busy process
+    # holds up the others.
+    with intra_op_threads(free_threads(torch.get_num_threads())):
+        return _walk_steps(graph, values, beta, num_steps)
+
+
+def _walk_steps(graph, values: Tensor, beta: float, num_steps: int) -> Tensor:
     operator = transition(graph, beta)
     if isinstance(operator, WindowGraph):
         weight, offsets = operator.weight, operator.offsets.to(operator.weight.device)

@@ -1,7 +1,9 @@
+import importlib
+
 import pytest
 import torch
 
-from graphseg import WindowGraph
+from graphseg import WindowGraph, window_offsets
 from graphseg.propagate import _multigrid, _threads, harmonic, random_walker_graph
 from graphseg.propagate._multigrid import Multigrid
 
@@ -140,3 +142,31 @@ def test_the_lattice_crf_runs_on_the_free_cores_only(monkeypatch, two_threads):
         assert seen and set(seen) == {free}
         assert torch.get_num_threads() == 2  # restored
     torch.testing.assert_close(results[1], results[2])
+
+
+def test_the_random_walk_runs_on_the_free_cores_only(monkeypatch, two_threads):
+    from graphseg.propagate import random_walk
+
+    walk_module = importlib.import_module("graphseg.propagate.random_walk")
+    seen = []
+    original = walk_module.aggregate_power_fused
+
+    def recording(*args):
+        seen.append(torch.get_num_threads())
+        return original(*args)
+
+    monkeypatch.setattr(walk_module, "aggregate_power_fused", recording)
+    generator = torch.Generator().manual_seed(0)
+    graph = WindowGraph(torch.rand(1, 8, 70, 30, generator=generator), window_offsets(1, "square"),
+                        self_weight=1.0)
+    probs = torch.rand(1, 3, 70, 30, generator=generator)
+    results = {}
+    for free in (2, 1):
+        _force_free_cores(monkeypatch, free)
+        seen.clear()
+        results[free] = random_walk(graph, probs, num_steps=6)
+        if not seen:
+            pytest.skip("the compiled multi-step walk is not in use")
+        assert set(seen) == {free}
+        assert torch.get_num_threads() == 2  # restored
+    assert torch.equal(results[1], results[2])
