@@ -131,7 +131,7 @@ def _walk(graph, values: Tensor, beta: float, num_steps: int) -> Tensor:
     # On the cores no other process holds, as harmonic and the lattice: every pass of the walk
     # and every torch op ends at a barrier, so a thread that shares its core with a busy process
     # holds up the others.
-    with intra_op_threads(free_threads(torch.get_num_threads())):
+    with intra_op_threads(free_threads(torch.get_num_threads(), confirm=True)):
         return _walk_steps(graph, values, beta, num_steps)
 
 

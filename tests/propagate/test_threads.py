@@ -24,6 +24,18 @@ def test_free_threads_leaves_the_busy_cores(monkeypatch, elsewhere, limit, expec
     assert _threads.free_threads(limit) == expected
 
 
+@pytest.mark.parametrize(("looks", "confirm", "expected"), [
+    ([1, 0], True, 2), ([1, 0], False, 1), ([0], True, 2), ([1, 1], True, 1),
+    ([2, 1], True, 1), ([1, None], True, 2)])
+def test_free_threads_confirms_a_busy_core(monkeypatch, looks, confirm, expected):
+    # with confirm, a task seen running once and gone at the second look costs no thread
+    seen = iter(looks)
+    monkeypatch.setattr(_threads, "_running_elsewhere", lambda: next(seen))
+    monkeypatch.setattr(_threads, "_usable_cores", lambda: 2)
+    monkeypatch.setattr(_threads, "CONFIRM_SECONDS", 0.0)
+    assert _threads.free_threads(2, confirm=confirm) == expected
+
+
 def test_small_solves_and_single_thread_limits_run_serially(monkeypatch):
     monkeypatch.setattr(_threads, "free_threads", lambda limit: limit)
     assert _threads.solve_threads(_threads.SERIAL_WORK - 1, 2) == 1
