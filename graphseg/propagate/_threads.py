@@ -20,7 +20,7 @@ import torch
 # an idle machine: the work per parallel region no longer pays for waking the team
 SERIAL_WORK = 1 << 16
 # pause before free_threads(confirm=True) looks at a busy core again
-CONFIRM_SECONDS = 0.002
+CONFIRM_SECONDS = 0.01
 
 
 def _running_elsewhere() -> int | None:
@@ -67,8 +67,8 @@ def free_threads(limit: int, *, confirm: bool = False) -> int:
     adjustment of the team size. Without Linux's ``/proc``, ``limit``.
 
     ``confirm``: for a long call, a core seen busy is looked at again after
-    :data:`CONFIRM_SECONDS` and given up only if still busy: about 1.5% of the looks on an idle
-    2-core machine see a short task of another process (a kernel worker), which would halve a
+    :data:`CONFIRM_SECONDS` and given up only if still busy: short tasks of other processes
+    (kernel workers among them; often right after large allocations) would otherwise halve a
     whole multi-second random walk."""
     elsewhere = _running_elsewhere()
     if elsewhere is None:

@@ -127,11 +127,20 @@ def irn_affinity(boundary: Tensor, *, radius: int = 5, self_weight: float = 1.0)
     return WindowGraph(torch.stack(weight, 1), offsets, self_weight=self_weight)
 
 
+# multiply-adds of a walk (values × window entries × steps) from which a core seen busy is
+# confirmed before the walk gives it up: about 0.5 s of work, against free_threads's pause
+LONG_WALK = 10**10
+
+
 def _walk(graph, values: Tensor, beta: float, num_steps: int) -> Tensor:
     # On the cores no other process holds, as harmonic and the lattice: every pass of the walk
     # and every torch op ends at a barrier, so a thread that shares its core with a busy process
-    # holds up the others.
-    with intra_op_threads(free_threads(torch.get_num_threads(), confirm=True)):
+    # holds up the others. Right after large allocations a first look often sees a short-lived
+    # task elsewhere (measured: 7 of 10 looks after building the 512² graph); a long walk looks
+    # again rather than run on one core.
+    work = values.numel() * (getattr(graph, "num_offsets", 0) + 1) * num_steps
+    threads = free_threads(torch.get_num_threads(), confirm=work >= LONG_WALK)
+    with intra_op_threads(threads):
         return _walk_steps(graph, values, beta, num_steps)
 
 
