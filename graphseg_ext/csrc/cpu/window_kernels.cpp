@@ -991,16 +991,17 @@ GRAPHSEG_INLINE void walk_rows(const Window& w, int64_t y, const T* tiles, const
                                const Rows<T>& dst, const WalkScratch<T>& s) {
   constexpr int64_t L = Simd<T, walk_bytes(kIsa)>::kLanes;
   constexpr int64_t G = kWalkGroup<kIsa>;
-  const int64_t C = w.channels, W = w.width, K = w.count;
-  const int64_t row_tiles = (W + L - 1) / L * K * L;
+  const int64_t C = w.channels, W = w.width;
+  const int64_t row_tiles = (W + L - 1) / L * s.tile_size;
   const T* tile = tiles + y * row_tiles;
   const T* tile_second = kTwoRows ? tile + row_tiles : tile;
   const T* centre = src.at(y);
   T* out = dst.at(y);
   T* out_second = kTwoRows ? dst.at(y + 1) : out;
   const int64_t groups = (C + G - 1) / G;
-  const int64_t ahead = (K * L * static_cast<int64_t>(sizeof(T)) + kCacheLine - 1) / kCacheLine;
-  for (int64_t x = 0, t = 0; x < W; x += L, t += K * L) {
+  const int64_t ahead =
+      (s.tile_size * static_cast<int64_t>(sizeof(T)) + kCacheLine - 1) / kCacheLine;
+  for (int64_t x = 0, t = 0; x < W; x += L, t += s.tile_size) {
     const int64_t lanes = std::min(L, W - x);
     for (int64_t g = 0, c = 0; g < groups; ++g) {
       const int64_t size = (C - c) / (groups - g);
@@ -1420,8 +1421,9 @@ void run_gather(const at::Tensor& coef, const at::Tensor& values, const at::Tens
   [[maybe_unused]] bool wide = false;
 #if GRAPHSEG_MULTIVERSION && GRAPHSEG_CPU_LEVEL >= 4
   // The AVX-512 aggregate reads 16 columns on either side of each vector of 16 columns.
-  wide = cpu_isa == Isa::kAvx512 && mode == Gather::Aggregate && values.scalar_type() == at::kFloat &&
-         w.reach_left <= kWideLeft && w.reach_right <= kWideRight;
+  wide = cpu_isa == Isa::kAvx512 && mode == Gather::Aggregate &&
+         values.scalar_type() == at::kFloat && w.reach_left <= kWideLeft &&
+         w.reach_right <= kWideRight;
   if (wide) {
     pad_left = kWideLeft;
     pad_right = 2 * kWideLeft;
